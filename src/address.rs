@@ -1,0 +1,303 @@
+//! Email addresses as the service accepts them: a recipient (bare addr-spec) and a
+//! mailbox (addr-spec with an optional display name), both parsed once.
+
+use std::fmt;
+
+use email_address::{EmailAddress, Options};
+
+/// Longest recipient address accepted (RFC 5321 path limit less the brackets).
+pub const MAX_ADDRESS_LEN: usize = 254;
+
+/// Why an address was refused; the message says what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AddressError(String);
+
+impl AddressError {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// One recipient: a bare `local@domain`, ASCII, no display name, no lists.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient(String);
+
+impl Recipient {
+    pub fn parse(input: &str) -> Result<Self, AddressError> {
+        reject_control_chars(input)?;
+        if input.is_empty() {
+            return Err(AddressError::new("must not be empty"));
+        }
+        if input.len() > MAX_ADDRESS_LEN {
+            return Err(AddressError::new(format!(
+                "must be at most {MAX_ADDRESS_LEN} characters, got {}",
+                input.len()
+            )));
+        }
+        if input.contains([',', ';']) {
+            return Err(AddressError::new(
+                "must be one address, not a list (found ',' or ';')",
+            ));
+        }
+        if input.contains('<') || input.contains('>') {
+            return Err(AddressError::new(
+                "must be a bare address such as user@example.com, without a display name or <>",
+            ));
+        }
+        parse_addr_spec(input)?;
+        Ok(Self(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The address for logs: first letter of the local part, then `***`.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+impl fmt::Debug for Recipient {
+    // Recipients are personal data: even debug output masks them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.masked())
+    }
+}
+
+/// A sender-side mailbox: `a@b.c`, `<a@b.c>`, `Name <a@b.c>` or `"Name, Inc." <a@b.c>`.
+/// Kept exactly as written, because SES takes the same string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    text: String,
+    address: String,
+}
+
+impl Mailbox {
+    pub fn parse(input: &str) -> Result<Self, AddressError> {
+        reject_control_chars(input)?;
+        let text = input.trim();
+        if text.is_empty() {
+            return Err(AddressError::new("must not be empty"));
+        }
+        let address = match text.rfind('<') {
+            None => text,
+            Some(open) => {
+                let Some(inner) = text[open + 1..].strip_suffix('>') else {
+                    return Err(AddressError::new(
+                        "has a '<' without a closing '>' at the end; expected `Name <user@example.com>`",
+                    ));
+                };
+                check_display_name(text[..open].trim())?;
+                inner
+            }
+        };
+        if address.contains([',', ';', '<', '>']) {
+            return Err(AddressError::new(
+                "must be one mailbox such as `Name <user@example.com>`",
+            ));
+        }
+        parse_addr_spec(address)?;
+        Ok(Self {
+            text: text.to_owned(),
+            address: address.to_owned(),
+        })
+    }
+
+    /// The mailbox as configured, display name included.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The bare `local@domain` part.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn reject_control_chars(input: &str) -> Result<(), AddressError> {
+    if input.contains(['\r', '\n']) {
+        return Err(AddressError::new(
+            "must not contain a line break (CR or LF)",
+        ));
+    }
+    if input.chars().any(char::is_control) {
+        return Err(AddressError::new("must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn parse_addr_spec(address: &str) -> Result<(), AddressError> {
+    if !address.is_ascii() {
+        return Err(AddressError::new(
+            "must be ASCII; write an internationalised domain in punycode (xn--…)",
+        ));
+    }
+    let options = Options {
+        allow_display_text: false,
+        allow_domain_literal: false,
+        ..Options::default()
+    };
+    EmailAddress::parse_with_options(address, options)
+        .map(drop)
+        .map_err(|e| {
+            AddressError::new(format!(
+                "is not a valid email address such as user@example.com ({e})"
+            ))
+        })
+}
+
+/// A display name is a quoted string or a run of words without RFC 5322 specials.
+fn check_display_name(name: &str) -> Result<(), AddressError> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    if let Some(rest) = name.strip_prefix('"') {
+        let Some(inner) = rest.strip_suffix('"') else {
+            return Err(AddressError::new("display name has an unclosed '\"'"));
+        };
+        let mut escaped = false;
+        for c in inner.chars() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    return Err(AddressError::new(
+                        "display name has an unescaped '\"' inside quotes",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        return Ok(());
+    }
+    if let Some(c) = name.chars().find(|c| {
+        matches!(
+            c,
+            ',' | ';' | ':' | '@' | '<' | '>' | '[' | ']' | '\\' | '"'
+        )
+    }) {
+        return Err(AddressError::new(format!(
+            "display name contains '{c}'; put it in double quotes, e.g. `\"{name}\" <user@example.com>`"
+        )));
+    }
+    Ok(())
+}
+
+/// `user@example.com` → `u***@example.com`.
+pub fn mask(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().unwrap_or('*');
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_bare_single_ascii_addresses() {
+        let cases: &[(&str, bool, &str)] = &[
+            ("user@example.com", true, "plain address"),
+            (
+                "first.last+tag@sub.example.co.uk",
+                true,
+                "dots, plus and subdomains",
+            ),
+            ("", false, "empty"),
+            ("user", false, "no @"),
+            ("user@", false, "no domain"),
+            ("@example.com", false, "no local part"),
+            ("User <user@example.com>", false, "display name"),
+            ("<user@example.com>", false, "angle brackets"),
+            ("a@example.com,b@example.com", false, "comma list"),
+            ("a@example.com;b@example.com", false, "semicolon list"),
+            (
+                "user@example.com\r\nBcc: x@evil.com",
+                false,
+                "CRLF injection",
+            ),
+            ("user@example.com\n", false, "trailing LF"),
+            ("us er@example.com", false, "space"),
+            ("user@[127.0.0.1]", false, "domain literal"),
+            ("usér@example.com", false, "non-ASCII"),
+        ];
+        for (input, ok, why) in cases {
+            assert_eq!(Recipient::parse(input).is_ok(), *ok, "{why}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn a_recipient_longer_than_254_characters_is_refused() {
+        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+        assert!(long.len() > MAX_ADDRESS_LEN);
+        let err = Recipient::parse(&long).unwrap_err();
+        assert!(err.to_string().contains("254"), "{err}");
+    }
+
+    #[test]
+    fn mailboxes_accept_the_forms_logto_accepts() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("noreply@example.com", Some("noreply@example.com"), "bare"),
+            (
+                "<noreply@example.com>",
+                Some("noreply@example.com"),
+                "brackets only",
+            ),
+            (
+                "Logto <noreply@example.com>",
+                Some("noreply@example.com"),
+                "display name",
+            ),
+            (
+                "\"Acme, Inc.\" <noreply@example.com>",
+                Some("noreply@example.com"),
+                "quoted name",
+            ),
+            (
+                "\"Say \\\"hi\\\"\" <a@example.com>",
+                Some("a@example.com"),
+                "escaped quotes",
+            ),
+            ("Acme, Inc. <noreply@example.com>", None, "unquoted comma"),
+            ("Logto <noreply@example.com", None, "unclosed bracket"),
+            ("Logto\r\n <noreply@example.com>", None, "CRLF in name"),
+            ("Logto <noreply@example.com>\nBcc: x@y.z", None, "LF after"),
+            ("\"Unclosed <a@example.com>", None, "unclosed quote"),
+            ("Logto <not-an-address>", None, "bad address"),
+            ("", None, "empty"),
+        ];
+        for (input, address, why) in cases {
+            let parsed = Mailbox::parse(input);
+            assert_eq!(
+                parsed.as_ref().ok().map(Mailbox::address),
+                *address,
+                "{why}: {input:?} → {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mailbox_keeps_the_text_as_configured() {
+        let mailbox = Mailbox::parse("  Logto <noreply@example.com> ").unwrap();
+        assert_eq!(mailbox.as_str(), "Logto <noreply@example.com>");
+    }
+
+    #[test]
+    fn masking_keeps_only_the_first_letter_and_the_domain() {
+        assert_eq!(mask("user@example.com"), "u***@example.com");
+        let recipient = Recipient::parse("alice@example.org").unwrap();
+        assert_eq!(format!("{recipient:?}"), "Recipient(a***@example.org)");
+    }
+}

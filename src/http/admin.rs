@@ -1,0 +1,147 @@
+//! Admin routes: validate a config, preview an email, show and reload the active config.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, Detail};
+use super::extract::JsonBody;
+use super::messages::kind;
+use super::{AppState, ReloadError};
+use crate::connector::{self, ConnectorConfig, Issue, UsageType, ValidationReport};
+use crate::service::EmailService;
+use crate::template::TemplateChoice;
+
+pub async fn validate(JsonBody(body): JsonBody) -> Json<ValidationReport> {
+    Json(connector::validate(&body))
+}
+
+/// What `POST /v1/preview` answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewResponse {
+    pub subject: String,
+    pub html: Option<String>,
+    pub text: String,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub template: TemplateChoice,
+}
+
+pub async fn preview(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<PreviewResponse>, ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object",
+            vec![Detail::new(
+                "",
+                format!("expected an object, got {}", kind(&body)),
+            )],
+        ));
+    };
+    let mut details = Vec::new();
+    let usage_type = match object.get("type") {
+        Some(Value::String(t)) => UsageType::parse(t).or_else(|| {
+            details.push(Detail::new(
+                "type",
+                format!(
+                    "\"{t}\" is not a usage type; expected one of {}",
+                    UsageType::names()
+                ),
+            ));
+            None
+        }),
+        Some(other) if !other.is_null() => {
+            details.push(Detail::new(
+                "type",
+                format!("must be a string, got {}", kind(other)),
+            ));
+            None
+        }
+        _ => {
+            details.push(Detail::new(
+                "type",
+                format!("\"type\" is required: one of {}", UsageType::names()),
+            ));
+            None
+        }
+    };
+    let payload = match object.get("payload") {
+        None | Some(Value::Null) => Some(Map::new()),
+        Some(Value::Object(p)) => Some(p.clone()),
+        Some(other) => {
+            details.push(Detail::new(
+                "payload",
+                format!("must be an object, got {}", kind(other)),
+            ));
+            None
+        }
+    };
+    let (Some(usage_type), Some(payload)) = (usage_type, payload) else {
+        return Err(ApiError::bad_request(
+            "the request has invalid fields; see details",
+            details,
+        ));
+    };
+    let config = match object.get("config") {
+        None | Some(Value::Null) => state.service.config(),
+        Some(value) => std::sync::Arc::new(
+            ConnectorConfig::load(value.clone()).map_err(|r| ApiError::invalid_config(&r))?,
+        ),
+    };
+    let preview = EmailService::preview(&config, usage_type, &payload)?;
+    Ok(Json(PreviewResponse {
+        subject: preview.email.subject,
+        html: preview.email.html,
+        text: preview.email.text,
+        from: preview.from,
+        reply_to: preview.reply_to,
+        template: preview.template,
+    }))
+}
+
+pub async fn config(State(state): State<AppState>) -> Json<Value> {
+    Json(state.service.config().redacted())
+}
+
+/// What a successful reload answers.
+#[derive(Debug, Serialize)]
+pub struct ReloadResponse {
+    pub reloaded: bool,
+    pub templates: usize,
+    pub warnings: Vec<Issue>,
+}
+
+pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
+    let config = (state.reloader)().map_err(|e| match e {
+        ReloadError::Invalid(report) => {
+            tracing::error!(
+                errors = report.errors.len(),
+                "config reload refused: the new config is invalid"
+            );
+            ApiError::invalid_config(&report)
+        }
+        ReloadError::Unreadable(message) => {
+            tracing::error!(%message, "config reload refused: the config cannot be read");
+            ApiError {
+                details: vec![Detail::new("", message)],
+                ..ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    "the config source cannot be read; the active config is unchanged",
+                )
+            }
+        }
+    })?;
+    let response = ReloadResponse {
+        reloaded: true,
+        templates: config.templates.len(),
+        warnings: config.warnings.clone(),
+    };
+    state.service.replace_config(config);
+    tracing::info!(templates = response.templates, "config reloaded");
+    Ok(Json(response))
+}

@@ -1,0 +1,263 @@
+//! The one error shape every route answers with.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::connector::{Issue, ValidationReport};
+use crate::mailer::SendError;
+use crate::service::ServiceError;
+
+/// One field-level problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct Detail {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl Detail {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            code: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&Issue> for Detail {
+    fn from(issue: &Issue) -> Self {
+        let code = serde_json::to_value(issue.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        Self {
+            path: issue.path.clone(),
+            code,
+            message: issue.message.clone(),
+        }
+    }
+}
+
+/// SES's own reason for refusing, returned because the caller needs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SesReason {
+    pub code: String,
+    pub message: String,
+}
+
+/// An API error. Handlers return it with `?`; the request middleware renders it with
+/// the request id and logs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Detail>,
+    /// Which limit was hit, for 429s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ses: Option<SesReason>,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    /// Logged, never returned.
+    #[serde(skip)]
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            limit: None,
+            ses: None,
+            retry_after: None,
+            internal: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>, details: Vec<Detail>) -> Self {
+        Self {
+            details,
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_parameters",
+                message,
+            )
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn invalid_config(report: &ValidationReport) -> Self {
+        let count = report.errors.len();
+        Self {
+            details: report.errors.iter().map(Detail::from).collect(),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                format!(
+                    "the connector config is invalid ({count} error{}); see details",
+                    if count == 1 { "" } else { "s" }
+                ),
+            )
+        }
+    }
+
+    /// A 500 whose cause is logged and not shown.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self {
+            internal: Some(cause.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "general",
+                "internal error; see the service log for this request id",
+            )
+        }
+    }
+
+    /// The error for a bare status produced outside the handlers.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::not_found("no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                status,
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(status, "payload_too_large", "the request body is too large")
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "general",
+                "the request took too long",
+            ),
+            StatusCode::SERVICE_UNAVAILABLE => Self::new(
+                status,
+                "service_unavailable",
+                "the service is unavailable; try again shortly",
+            ),
+            s if s.is_client_error() => {
+                Self::bad_request(s.canonical_reason().unwrap_or("bad request"), Vec::new())
+            }
+            _ => Self::internal(format!("unexpected status {status}")),
+        }
+    }
+
+    /// The JSON body, with the request id.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        serde_json::json!({ "error": self, "requestId": request_id })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Throttled { message } => Self {
+                limit: Some("ses"),
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_exceeded",
+                    format!("SES is throttling sends; retry later ({message})"),
+                )
+            },
+            SendError::QuotaExhausted { code, message } => Self {
+                ses: Some(SesReason {
+                    code: code.clone(),
+                    message: message.clone(),
+                }),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "usage_limit_exceeded",
+                    format!("SES refused to send ({code}): {message}"),
+                )
+            },
+            SendError::Rejected { code, message } => Self {
+                ses: Some(SesReason {
+                    code: code.clone(),
+                    message: message.clone(),
+                }),
+                ..Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "invalid_response",
+                    format!("SES rejected the message ({code}): {message}"),
+                )
+            },
+            SendError::Timeout => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "general",
+                "SES did not answer in time; the email may or may not have been sent",
+            ),
+            SendError::Unreachable { detail } => Self {
+                internal: Some(detail),
+                ..Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "general",
+                    "SES could not be reached",
+                )
+            },
+            SendError::Internal { detail } => Self::internal(detail),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::TemplateNotFound { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "template_not_found",
+                error.to_string(),
+            ),
+            ServiceError::Render(render) => Self {
+                details: vec![Detail::new(
+                    format!("template {}.{}", render.usage_type, render.field),
+                    render.reason.clone(),
+                )],
+                ..Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    render.to_string(),
+                )
+            },
+            ServiceError::Send(send) => send.into(),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The HTTP API: router, middleware and one file per group of routes.
+
+mod admin;
+pub mod error;
+pub mod extract;
+mod messages;
+mod ops;
+mod outbox;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tracing::Instrument;
+
+use crate::connector::{ConnectorConfig, ValidationReport};
+use crate::outbox::Outbox;
+use crate::service::EmailService;
+use error::ApiError;
+use extract::Auth;
+
+/// Body limit for send requests.
+pub const SEND_BODY_LIMIT: usize = 64 * 1024;
+/// Body limit for routes that carry a whole config.
+pub const CONFIG_BODY_LIMIT: usize = 1024 * 1024;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why a config could not be (re)loaded.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The source could not be read or is not JSON.
+    Unreadable(String),
+    Invalid(ValidationReport),
+}
+
+/// Re-reads the config source; provided by startup.
+pub type Reloader = Arc<dyn Fn() -> Result<ConnectorConfig, ReloadError> + Send + Sync>;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<EmailService>,
+    pub auth: Auth,
+    /// Present when the outbox is the transport.
+    pub outbox: Option<Arc<Outbox>>,
+    /// Dev mode: the outbox page needs no token.
+    pub dev: bool,
+    pub draining: Arc<AtomicBool>,
+    pub reloader: Reloader,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let send = Router::new()
+        .route("/v1/messages", post(messages::send))
+        .layer(DefaultBodyLimit::max(SEND_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            extract::require_send,
+        ));
+
+    let mut admin = Router::new()
+        .route("/v1/test-email", post(messages::test_email))
+        .route("/v1/config/validate", post(admin::validate))
+        .route("/v1/preview", post(admin::preview))
+        .route("/v1/config", get(admin::config))
+        .route("/v1/config/reload", post(admin::reload))
+        .layer(DefaultBodyLimit::max(CONFIG_BODY_LIMIT));
+    if state.outbox.is_some() {
+        admin = admin.route("/v1/outbox", get(outbox::list_json));
+    }
+    let admin = admin.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        extract::require_admin,
+    ));
+
+    let mut pages = Router::new();
+    if state.outbox.is_some() {
+        pages = pages
+            .route("/outbox", get(outbox::page))
+            .route("/outbox/{id}", get(outbox::email_page));
+        if !state.dev {
+            pages = pages.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                extract::require_admin,
+            ));
+        }
+    }
+
+    Router::new()
+        .merge(send)
+        .merge(admin)
+        .merge(pages)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the API lives under /v1 (see the README)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// Request id, one log line per request, and the rendering of every error.
+async fn request_context(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+
+    let error = response.extensions_mut().remove::<ApiError>();
+    let error = match error {
+        Some(error) => Some(error),
+        // A status made outside a handler (e.g. by a layer) still gets the error shape.
+        None if response.status().is_client_error() || response.status().is_server_error() => {
+            Some(ApiError::from_status(response.status()))
+        }
+        None => None,
+    };
+    if let Some(error) = error {
+        let _entered = span.enter();
+        if let Some(internal) = &error.internal {
+            tracing::error!(code = error.code, cause = %internal, "request failed");
+        }
+        let mut rendered = (error.status, Json(error.body(&request_id))).into_response();
+        for (name, value) in response.headers() {
+            if name != axum::http::header::CONTENT_TYPE
+                && name != axum::http::header::CONTENT_LENGTH
+            {
+                rendered.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        response = rendered;
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    let _entered = span.enter();
+    tracing::info!(
+        method = %method,
+        route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,64 @@
+//! The transport seam: the core hands a rendered email to a [`Mailer`] and gets a
+//! message id or a [`SendError`] back. SES and the dev outbox implement it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::address::Recipient;
+use crate::connector::{Region, StaticCredentials, UsageType};
+use crate::template::RenderedEmail;
+
+/// A boxed future, so that mailers can be held as `Arc<dyn Mailer>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The SES account an email is sent from.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub region: Region,
+    /// `None`: the AWS default credential chain.
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// Everything a transport needs to send one email.
+#[derive(Debug, Clone)]
+pub struct OutgoingEmail {
+    pub account: Account,
+    pub to: Recipient,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub from_identity_arn: Option<String>,
+    pub feedback_forwarding_address: Option<String>,
+    pub feedback_forwarding_identity_arn: Option<String>,
+    pub configuration_set_name: Option<String>,
+    pub usage_type: UsageType,
+    pub content: RenderedEmail,
+}
+
+/// Why a transport did not send; each maps to one API error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// SES throttled us (after retries).
+    #[error("SES throttled the request: {message}")]
+    Throttled { message: String },
+    /// Sending quota exhausted, sending paused or account suspended.
+    #[error("SES refused to send ({code}): {message}")]
+    QuotaExhausted { code: String, message: String },
+    /// SES rejected this message; its reason is for the caller.
+    #[error("SES rejected the message ({code}): {message}")]
+    Rejected { code: String, message: String },
+    /// No answer within the operation timeout; SES may or may not have sent.
+    #[error("SES did not answer in time")]
+    Timeout,
+    /// SES could not be reached, or answered with a server error, after retries.
+    #[error("SES is unreachable: {detail}")]
+    Unreachable { detail: String },
+    /// A fault on our side; the detail is logged, not returned.
+    #[error("internal error: {detail}")]
+    Internal { detail: String },
+}
+
+/// Sends rendered emails.
+pub trait Mailer: Send + Sync {
+    /// Send one email; returns the transport's message id.
+    fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>>;
+}

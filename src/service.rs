@@ -1,0 +1,249 @@
+//! The use cases: choose a template, render it, hand it to the mailer. No HTTP, no AWS.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+
+use crate::address::Recipient;
+use crate::connector::{ConnectorConfig, UsageType};
+use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
+use crate::template::{RenderError, RenderedEmail, TemplateChoice};
+
+/// One verification email to send, as parsed from a request.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub to: Recipient,
+    pub usage_type: UsageType,
+    pub payload: Map<String, Value>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// A sent email: the transport's id and the template used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub message_id: String,
+    pub template: TemplateChoice,
+}
+
+/// Exactly what would be sent, without sending.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub email: RenderedEmail,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub template: TemplateChoice,
+}
+
+/// Why a send or preview failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no template for usage type {usage_type} (locale {locale:?}) and no Generic fallback")]
+    TemplateNotFound {
+        usage_type: UsageType,
+        locale: Option<String>,
+    },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Holds the active config and the transport.
+pub struct EmailService {
+    config: ArcSwap<ConnectorConfig>,
+    mailer: Arc<dyn Mailer>,
+}
+
+impl EmailService {
+    pub fn new(config: ConnectorConfig, mailer: Arc<dyn Mailer>) -> Self {
+        Self {
+            config: ArcSwap::from_pointee(config),
+            mailer,
+        }
+    }
+
+    /// The config in force now; a request keeps the one it started with.
+    pub fn config(&self) -> Arc<ConnectorConfig> {
+        self.config.load_full()
+    }
+
+    /// Swap in a new config atomically.
+    pub fn replace_config(&self, config: ConnectorConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// Send with the active config.
+    pub async fn send(&self, request: &SendRequest) -> Result<Sent, ServiceError> {
+        let config = self.config();
+        self.send_with(&config, request).await
+    }
+
+    /// Send with a given config (test sends use an unsaved one).
+    pub async fn send_with(
+        &self,
+        config: &ConnectorConfig,
+        request: &SendRequest,
+    ) -> Result<Sent, ServiceError> {
+        let (email, template) = compose(config, request)?;
+        let started = Instant::now();
+        let result = self.mailer.send(&email).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let locale = template.locale.as_deref().unwrap_or("");
+        let recipient = request.to.masked();
+        match &result {
+            Ok(message_id) => tracing::info!(
+                usage_type = %request.usage_type,
+                template_locale = locale,
+                recipient,
+                message_id,
+                outcome = "sent",
+                ses_latency_ms = latency_ms,
+                "email sent"
+            ),
+            Err(error) => tracing::warn!(
+                usage_type = %request.usage_type,
+                template_locale = locale,
+                recipient,
+                outcome = outcome(error),
+                ses_latency_ms = latency_ms,
+                error = %error,
+                "email not sent"
+            ),
+        }
+        Ok(Sent {
+            message_id: result?,
+            template,
+        })
+    }
+
+    /// Render what a send of `usage_type` with `payload` would send, without sending.
+    pub fn preview(
+        config: &ConnectorConfig,
+        usage_type: UsageType,
+        payload: &Map<String, Value>,
+    ) -> Result<Preview, ServiceError> {
+        prepare(config, usage_type, payload)
+    }
+}
+
+/// The outcome label of a failed send, for logs and metrics.
+pub fn outcome(error: &SendError) -> &'static str {
+    match error {
+        SendError::Throttled { .. } => "throttled",
+        SendError::QuotaExhausted { .. } => "quota_exhausted",
+        SendError::Rejected { .. } => "rejected",
+        SendError::Timeout => "timeout",
+        SendError::Unreachable { .. } => "unreachable",
+        SendError::Internal { .. } => "error",
+    }
+}
+
+/// The locale asked for: `payload.locale`, else the first of `payload.uiLocales`.
+pub fn requested_locale(payload: &Map<String, Value>) -> Option<&str> {
+    let non_empty = |s: &&str| !s.is_empty();
+    payload
+        .get("locale")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(non_empty)
+        .or_else(|| {
+            payload
+                .get("uiLocales")
+                .and_then(Value::as_str)
+                .and_then(|s| s.split_whitespace().next())
+        })
+}
+
+fn prepare(
+    config: &ConnectorConfig,
+    usage_type: UsageType,
+    payload: &Map<String, Value>,
+) -> Result<Preview, ServiceError> {
+    let locale = requested_locale(payload);
+    let selected = config.templates.select(usage_type, locale).ok_or_else(|| {
+        ServiceError::TemplateNotFound {
+            usage_type,
+            locale: locale.map(str::to_owned),
+        }
+    })?;
+    let email = selected.render(&Value::Object(payload.clone()))?;
+    let source = selected.source();
+    let from = source
+        .send_from
+        .as_ref()
+        .or(config.email_address.as_ref())
+        .map(|m| m.as_str().to_owned());
+    let reply_to = source
+        .reply_to
+        .as_ref()
+        .or(config.reply_to.as_ref())
+        .map(|m| m.as_str().to_owned());
+    Ok(Preview {
+        email,
+        from,
+        reply_to,
+        template: selected.choice(),
+    })
+}
+
+fn compose(
+    config: &ConnectorConfig,
+    request: &SendRequest,
+) -> Result<(OutgoingEmail, TemplateChoice), ServiceError> {
+    let preview = prepare(config, request.usage_type, &request.payload)?;
+    let email = OutgoingEmail {
+        account: Account {
+            region: config.region.clone(),
+            credentials: config.credentials.clone(),
+        },
+        to: request.to.clone(),
+        from: preview.from,
+        reply_to: preview.reply_to,
+        from_identity_arn: config
+            .email_address_identity_arn
+            .as_ref()
+            .map(|a| a.as_str().to_owned()),
+        feedback_forwarding_address: config
+            .feedback_forwarding_email_address
+            .as_ref()
+            .map(|m| m.as_str().to_owned()),
+        feedback_forwarding_identity_arn: config
+            .feedback_forwarding_email_address_identity_arn
+            .as_ref()
+            .map(|a| a.as_str().to_owned()),
+        configuration_set_name: config
+            .configuration_set_name
+            .as_ref()
+            .map(|c| c.as_str().to_owned()),
+        usage_type: request.usage_type,
+        content: preview.email,
+    };
+    Ok((email, preview.template))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_requested_locale_comes_from_locale_then_ui_locales() {
+        let payload = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            requested_locale(&payload(json!({"locale": "fr"}))),
+            Some("fr")
+        );
+        assert_eq!(
+            requested_locale(&payload(json!({"uiLocales": "de-AT en"}))),
+            Some("de-AT")
+        );
+        assert_eq!(
+            requested_locale(&payload(json!({"locale": "", "uiLocales": "ja"}))),
+            Some("ja")
+        );
+        assert_eq!(requested_locale(&payload(json!({"locale": 3}))), None);
+        assert_eq!(requested_locale(&payload(json!({}))), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! The SES v2 transport: the only module that speaks AWS.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sesv2::config::{Credentials, Region as AwsRegion};
+use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+use aws_sdk_sesv2::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::mailer::{Account, BoxFuture, Mailer, OutgoingEmail, SendError};
+
+/// How long and how often to try SES.
+#[derive(Debug, Clone)]
+pub struct SesOptions {
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl Default for SesOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Clients are keyed by what makes them differ; the secret only as a digest.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    region: String,
+    access_key_id: Option<String>,
+    secret_digest: Option<[u8; 32]>,
+}
+
+/// Sends through SES v2, with one pooled client per (region, credentials).
+pub struct SesMailer {
+    base: SdkConfig,
+    /// `Some(..)` when an endpoint variable is set: its non-empty value, else `None`.
+    endpoint: Option<Option<String>>,
+    clients: moka::sync::Cache<ClientKey, Client>,
+}
+
+impl SesMailer {
+    /// Load the shared AWS settings once: HTTP client, timeouts, retries, default chain.
+    pub async fn new(options: &SesOptions) -> Self {
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.attempt_timeout)
+            .operation_attempt_timeout(options.attempt_timeout)
+            .operation_timeout(options.operation_timeout)
+            .build();
+        let retries = RetryConfig::standard()
+            .with_max_attempts(options.max_attempts.max(1))
+            .with_initial_backoff(options.initial_backoff)
+            .with_max_backoff(options.operation_timeout / 4);
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            // Every client sets its own region; this avoids a lookup at start.
+            .region(AwsRegion::from_static("us-east-1"))
+            .http_client(http_client)
+            .timeout_config(timeouts)
+            .retry_config(retries)
+            .load()
+            .await;
+        Self {
+            base,
+            endpoint: configured_endpoint(),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(64)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    fn client(&self, account: &Account) -> Client {
+        let key = ClientKey {
+            region: account.region.as_str().to_owned(),
+            access_key_id: account
+                .credentials
+                .as_ref()
+                .map(|c| c.access_key_id.clone()),
+            secret_digest: account
+                .credentials
+                .as_ref()
+                .map(|c| Sha256::digest(c.secret_access_key.expose_secret().as_bytes()).into()),
+        };
+        self.clients.get_with(key, || {
+            let mut builder = aws_sdk_sesv2::config::Builder::from(&self.base)
+                .region(AwsRegion::new(account.region.as_str().to_owned()));
+            if let Some(credentials) = &account.credentials {
+                builder = builder.credentials_provider(Credentials::new(
+                    credentials.access_key_id.clone(),
+                    credentials.secret_access_key.expose_secret().to_owned(),
+                    None,
+                    None,
+                    "ses-connector-config",
+                ));
+            }
+            if let Some(endpoint) = &self.endpoint {
+                builder.set_endpoint_url(endpoint.clone());
+            }
+            Client::from_conf(builder.build())
+        })
+    }
+
+    async fn send_email(&self, email: &OutgoingEmail) -> Result<String, SendError> {
+        let utf8 = |data: &str| {
+            Content::builder()
+                .data(data)
+                .charset("UTF-8")
+                .build()
+                .map_err(|e| SendError::Internal {
+                    detail: e.to_string(),
+                })
+        };
+        let body = Body::builder()
+            .set_html(email.content.html.as_deref().map(utf8).transpose()?)
+            .text(utf8(&email.content.text)?)
+            .build();
+        let message = Message::builder()
+            .subject(utf8(&email.content.subject)?)
+            .body(body)
+            .build();
+        let tag = MessageTag::builder()
+            .name("usage_type")
+            .value(email.usage_type.as_str())
+            .build()
+            .map_err(|e| SendError::Internal {
+                detail: e.to_string(),
+            })?;
+        let output = self
+            .client(&email.account)
+            .send_email()
+            .destination(
+                Destination::builder()
+                    .to_addresses(email.to.as_str())
+                    .build(),
+            )
+            .content(EmailContent::builder().simple(message).build())
+            .set_from_email_address(email.from.clone())
+            .set_reply_to_addresses(email.reply_to.clone().map(|r| vec![r]))
+            .set_from_email_address_identity_arn(email.from_identity_arn.clone())
+            .set_feedback_forwarding_email_address(email.feedback_forwarding_address.clone())
+            .set_feedback_forwarding_email_address_identity_arn(
+                email.feedback_forwarding_identity_arn.clone(),
+            )
+            .set_configuration_set_name(email.configuration_set_name.clone())
+            .email_tags(tag)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+impl Mailer for SesMailer {
+    fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(self.send_email(email))
+    }
+}
+
+/// The endpoint from `AWS_ENDPOINT_URL_SESV2` or `AWS_ENDPOINT_URL`. An empty value
+/// counts as unset (the SDK would panic on it).
+fn configured_endpoint() -> Option<Option<String>> {
+    let vars = ["AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL"];
+    let values: Vec<Option<String>> = vars.iter().map(|v| std::env::var(v).ok()).collect();
+    if values.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(
+        values
+            .into_iter()
+            .flatten()
+            .map(|v| v.trim().to_owned())
+            .find(|v| !v.is_empty()),
+    )
+}
+
+fn classify<R>(err: SdkError<aws_sdk_sesv2::operation::send_email::SendEmailError, R>) -> SendError
+where
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            classify_code(
+                e.code().unwrap_or("Unknown"),
+                e.message().unwrap_or_default(),
+            )
+        }
+        SdkError::TimeoutError(_) => SendError::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => SendError::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_io() => SendError::Unreachable {
+            detail: "connection failed".to_owned(),
+        },
+        SdkError::DispatchFailure(failure) if failure.is_user() || failure.is_other() => {
+            SendError::Internal {
+                detail: format!("{:?}", DisplayErrorContext(&err)),
+            }
+        }
+        SdkError::ResponseError(_) => SendError::Unreachable {
+            detail: "SES sent an answer that could not be read".to_owned(),
+        },
+        _ => SendError::Internal {
+            detail: format!("{}", DisplayErrorContext(&err)),
+        },
+    }
+}
+
+/// Map an SES error code to what the caller is told.
+fn classify_code(code: &str, message: &str) -> SendError {
+    let code_owned = code.to_owned();
+    let message = message.to_owned();
+    match code {
+        "TooManyRequestsException" | "Throttling" | "ThrottlingException" => {
+            SendError::Throttled { message }
+        }
+        "LimitExceededException" | "SendingPausedException" | "AccountSuspendedException" => {
+            SendError::QuotaExhausted {
+                code: code_owned,
+                message,
+            }
+        }
+        "InternalFailure"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException" => SendError::Unreachable {
+            detail: format!("SES answered {code}"),
+        },
+        _ => SendError::Rejected {
+            code: code_owned,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ses_error_codes_map_to_what_the_caller_is_told() {
+        let cases: &[(&str, fn(&SendError) -> bool)] = &[
+            ("TooManyRequestsException", |e| {
+                matches!(e, SendError::Throttled { .. })
+            }),
+            ("LimitExceededException", |e| {
+                matches!(e, SendError::QuotaExhausted { .. })
+            }),
+            ("SendingPausedException", |e| {
+                matches!(e, SendError::QuotaExhausted { .. })
+            }),
+            ("AccountSuspendedException", |e| {
+                matches!(e, SendError::QuotaExhausted { .. })
+            }),
+            ("MessageRejected", |e| {
+                matches!(e, SendError::Rejected { .. })
+            }),
+            ("MailFromDomainNotVerifiedException", |e| {
+                matches!(e, SendError::Rejected { .. })
+            }),
+            ("NotFoundException", |e| {
+                matches!(e, SendError::Rejected { .. })
+            }),
+            ("BadRequestException", |e| {
+                matches!(e, SendError::Rejected { .. })
+            }),
+            ("InternalFailure", |e| {
+                matches!(e, SendError::Unreachable { .. })
+            }),
+        ];
+        for (code, expected) in cases {
+            let mapped = classify_code(code, "reason");
+            assert!(expected(&mapped), "{code} → {mapped:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_keeps_the_ses_code_and_message() {
+        let mapped = classify_code("MessageRejected", "Email address is not verified.");
+        assert_eq!(
+            mapped,
+            SendError::Rejected {
+                code: "MessageRejected".to_owned(),
+                message: "Email address is not verified.".to_owned()
+            }
+        );
+    }
+}

@@ -1,0 +1,425 @@
+//! Process settings: flags and `SES_CONNECTOR_*` variables, validated before the
+//! port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::ses::SesOptions;
+
+/// Shortest API token accepted: shorter ones are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// `serve` flags; every one also reads an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Connector config file (JSON, as Logto's AWS SES connector saves it).
+    #[arg(long, env = "SES_CONNECTOR_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Connector config as inline JSON (instead of a file).
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_CONFIG_JSON",
+        value_name = "JSON",
+        hide_env_values = true
+    )]
+    pub config_json: Option<String>,
+
+    /// Address to listen on [default: 0.0.0.0:8080; 127.0.0.1:8080 in dev mode].
+    #[arg(long, env = "SES_CONNECTOR_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Dev mode: built-in config, loopback only, no tokens, outbox transport.
+    /// Also chosen when no config is given at all.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Where emails go: `ses`, or `outbox` to keep them in memory (shown at /outbox).
+    #[arg(long, env = "SES_CONNECTOR_TRANSPORT", value_enum)]
+    pub transport: Option<Transport>,
+
+    /// Access key id; overrides the config's `accessKeyId`.
+    #[arg(long, env = "SES_CONNECTOR_ACCESS_KEY_ID", value_name = "ID")]
+    pub access_key_id: Option<String>,
+
+    /// Secret access key; overrides the config's `accessKeySecret`.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_ACCESS_KEY_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub access_key_secret: Option<SecretString>,
+
+    /// Tokens allowed to send (`POST /v1/messages`), comma-separated.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SEND_TOKENS",
+        value_name = "TOKENS",
+        hide_env_values = true
+    )]
+    pub send_tokens: Option<SecretString>,
+
+    /// File holding send tokens, one per line or comma-separated.
+    #[arg(long, env = "SES_CONNECTOR_SEND_TOKENS_FILE", value_name = "PATH")]
+    pub send_tokens_file: Option<PathBuf>,
+
+    /// Tokens allowed to call every route, comma-separated.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_ADMIN_TOKENS",
+        value_name = "TOKENS",
+        hide_env_values = true
+    )]
+    pub admin_tokens: Option<SecretString>,
+
+    /// File holding admin tokens, one per line or comma-separated.
+    #[arg(long, env = "SES_CONNECTOR_ADMIN_TOKENS_FILE", value_name = "PATH")]
+    pub admin_tokens_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// SES connect timeout, seconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SES_CONNECT_TIMEOUT_SECONDS",
+        default_value_t = 3.0,
+        value_name = "SECONDS"
+    )]
+    pub ses_connect_timeout_seconds: f64,
+
+    /// SES timeout for one attempt, seconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SES_ATTEMPT_TIMEOUT_SECONDS",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
+    pub ses_attempt_timeout_seconds: f64,
+
+    /// SES timeout for a whole send, retries included, seconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SES_TIMEOUT_SECONDS",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    pub ses_timeout_seconds: f64,
+
+    /// Attempts per send (1 = no retries) on throttling, 5xx and connection failures.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SES_MAX_ATTEMPTS",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub ses_max_attempts: u32,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 25,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Log settings, shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter: a level (`info`) or `tracing` directives (`ses_connector=debug`).
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_LOG_LEVEL",
+        default_value = "info",
+        global = true,
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Ses,
+    Outbox,
+}
+
+/// Where the connector config comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Inline(String),
+    BuiltIn,
+}
+
+/// API tokens by scope.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub send: Vec<SecretString>,
+    pub admin: Vec<SecretString>,
+}
+
+impl Tokens {
+    pub fn is_empty(&self) -> bool {
+        self.send.is_empty() && self.admin.is_empty()
+    }
+}
+
+/// Validated settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub dev: bool,
+    pub transport: Transport,
+    pub config_source: ConfigSource,
+    pub access_key_id: Option<String>,
+    pub access_key_secret: Option<SecretString>,
+    pub tokens: Tokens,
+    pub ses: SesOptions,
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that cannot be used; the message says how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Check and resolve `serve` flags: read token files, pick dev mode, check timeouts.
+    pub fn from_args(args: ServeArgs) -> Result<Self, SettingsError> {
+        let config_source = match (&args.config, &args.config_json) {
+            (Some(_), Some(_)) => {
+                return Err(SettingsError(
+                    "set either SES_CONNECTOR_CONFIG (--config) or SES_CONNECTOR_CONFIG_JSON (--config-json), not both".into(),
+                ))
+            }
+            (Some(path), None) => ConfigSource::File(path.clone()),
+            (None, Some(json)) => ConfigSource::Inline(json.clone()),
+            (None, None) => ConfigSource::BuiltIn,
+        };
+        let dev = args.dev || matches!(config_source, ConfigSource::BuiltIn);
+        let listen = match args.listen {
+            Some(addr) => addr,
+            None if dev => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        };
+        if dev && !listen.ip().is_loopback() {
+            return Err(SettingsError(format!(
+                "dev mode listens on loopback only, but {listen} was asked for; use 127.0.0.1, or give a config and tokens to serve on other addresses"
+            )));
+        }
+        let transport = if dev {
+            Transport::Outbox
+        } else {
+            args.transport.unwrap_or(Transport::Ses)
+        };
+        let tokens = Tokens {
+            send: tokens(
+                "SEND_TOKENS",
+                args.send_tokens.as_ref(),
+                args.send_tokens_file.as_ref(),
+            )?,
+            admin: tokens(
+                "ADMIN_TOKENS",
+                args.admin_tokens.as_ref(),
+                args.admin_tokens_file.as_ref(),
+            )?,
+        };
+        if !dev && tokens.is_empty() {
+            return Err(SettingsError(
+                "no API token is configured. Set SES_CONNECTOR_ADMIN_TOKENS and/or SES_CONNECTOR_SEND_TOKENS \
+                 (comma-separated, at least 16 characters each, e.g. from `openssl rand -hex 32`), \
+                 or their _FILE variants, or run `ses-connector serve --dev` to try the service locally"
+                    .into(),
+            ));
+        }
+        let seconds = |name: &str, value: f64| {
+            if value.is_finite() && value > 0.0 && value <= 3600.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(SettingsError(format!(
+                    "SES_CONNECTOR_{name} must be a number of seconds above 0 and at most 3600, got {value}"
+                )))
+            }
+        };
+        let ses = SesOptions {
+            connect_timeout: seconds(
+                "SES_CONNECT_TIMEOUT_SECONDS",
+                args.ses_connect_timeout_seconds,
+            )?,
+            attempt_timeout: seconds(
+                "SES_ATTEMPT_TIMEOUT_SECONDS",
+                args.ses_attempt_timeout_seconds,
+            )?,
+            operation_timeout: seconds("SES_TIMEOUT_SECONDS", args.ses_timeout_seconds)?,
+            max_attempts: args.ses_max_attempts,
+            ..SesOptions::default()
+        };
+        if ses.max_attempts == 0 || ses.max_attempts > 10 {
+            return Err(SettingsError(format!(
+                "SES_CONNECTOR_SES_MAX_ATTEMPTS must be between 1 and 10, got {}",
+                ses.max_attempts
+            )));
+        }
+        if ses.attempt_timeout > ses.operation_timeout {
+            return Err(SettingsError(
+                "SES_CONNECTOR_SES_ATTEMPT_TIMEOUT_SECONDS must not exceed SES_CONNECTOR_SES_TIMEOUT_SECONDS".into(),
+            ));
+        }
+        let access_key_id = args.access_key_id.filter(|s| !s.trim().is_empty());
+        let access_key_secret = args
+            .access_key_secret
+            .filter(|s| !secrecy::ExposeSecret::expose_secret(s).trim().is_empty());
+        Ok(Self {
+            listen,
+            dev,
+            transport,
+            config_source,
+            access_key_id,
+            access_key_secret,
+            tokens,
+            ses,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        })
+    }
+}
+
+/// Tokens from a variable and/or a file, comma- or newline-separated.
+fn tokens(
+    name: &str,
+    inline: Option<&SecretString>,
+    file: Option<&PathBuf>,
+) -> Result<Vec<SecretString>, SettingsError> {
+    use secrecy::ExposeSecret;
+    let mut sources = Vec::new();
+    if let Some(inline) = inline {
+        sources.push(inline.expose_secret().to_owned());
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SettingsError(format!(
+                "cannot read SES_CONNECTOR_{name}_FILE {}: {e}",
+                path.display()
+            ))
+        })?;
+        sources.push(text);
+    }
+    let mut tokens = Vec::new();
+    for source in &sources {
+        for token in source.split([',', '\n', '\r']).map(str::trim) {
+            if token.is_empty() {
+                continue;
+            }
+            if token.len() < MIN_TOKEN_LEN
+                || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(SettingsError(format!(
+                    "a token in SES_CONNECTOR_{name} is shorter than {MIN_TOKEN_LEN} characters or contains spaces; use long random tokens, e.g. from `openssl rand -hex 32`"
+                )));
+            }
+            tokens.push(SecretString::from(token.to_owned()));
+        }
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, SettingsError> {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        Settings::from_args(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    #[test]
+    fn no_config_at_all_means_dev_mode_on_loopback() {
+        let s = settings(&[]).unwrap();
+        assert!(s.dev);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.transport, Transport::Outbox);
+    }
+
+    #[test]
+    fn outside_dev_mode_a_token_is_required_and_the_error_says_how() {
+        let err = settings(&["--config", "x.json"]).unwrap_err().to_string();
+        assert!(err.contains("SES_CONNECTOR_ADMIN_TOKENS"), "{err}");
+        assert!(err.contains("--dev"), "{err}");
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        let err = settings(&["--config", "x.json", "--send-tokens", "short"]).unwrap_err();
+        assert!(err.to_string().contains("16"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_split_on_commas_and_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin");
+        std::fs::write(&file, "admin-token-0123456789\n").unwrap();
+        let s = settings(&[
+            "--config",
+            "x.json",
+            "--send-tokens",
+            "send-token-0123456789,send-token-abcdefghij",
+            "--admin-tokens-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(s.tokens.send.len(), 2);
+        assert_eq!(s.tokens.admin.len(), 1);
+        assert!(!format!("{s:?}").contains("send-token-0123456789"));
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_public_address() {
+        let err = settings(&["--dev", "--listen", "0.0.0.0:8080"]).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn bad_timeouts_are_refused() {
+        let base = [
+            "--config",
+            "x.json",
+            "--admin-tokens",
+            "admin-token-0123456789",
+        ];
+        let mut args = base.to_vec();
+        args.extend(["--ses-timeout-seconds", "0"]);
+        assert!(settings(&args).is_err());
+        let mut args = base.to_vec();
+        args.extend(["--ses-attempt-timeout-seconds", "20"]);
+        assert!(settings(&args).is_err());
+    }
+}

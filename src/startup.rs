@@ -1,0 +1,237 @@
+//! Builds the application from settings, binds, serves, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::builtin;
+use crate::connector::ConnectorConfig;
+use crate::http::extract::Auth;
+use crate::http::{router, AppState, ReloadError, Reloader};
+use crate::mailer::Mailer;
+use crate::outbox::Outbox;
+use crate::service::EmailService;
+use crate::ses::SesMailer;
+use crate::settings::{ConfigSource, Settings, Transport};
+
+/// A built, bound application, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    /// Load and validate the config, build the transport, bind the port (0 works).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let reloader = reloader(&settings);
+        let config = reloader().map_err(|e| match e {
+            ReloadError::Unreadable(message) => anyhow::anyhow!("{message}"),
+            ReloadError::Invalid(report) => {
+                let lines: Vec<String> = report
+                    .errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "  {}: {}",
+                            if e.path.is_empty() {
+                                "(config)"
+                            } else {
+                                &e.path
+                            },
+                            e.message
+                        )
+                    })
+                    .collect();
+                anyhow::anyhow!("the connector config is invalid:\n{}", lines.join("\n"))
+            }
+        })?;
+        for warning in &config.warnings {
+            tracing::warn!(path = %warning.path, "config warning: {}", warning.message);
+        }
+        let (mailer, outbox): (Arc<dyn Mailer>, _) = match settings.transport {
+            Transport::Outbox => {
+                let outbox = Arc::new(Outbox::new());
+                (outbox.clone(), Some(outbox))
+            }
+            Transport::Ses => (Arc::new(SesMailer::new(&settings.ses).await), None),
+        };
+        let service = Arc::new(EmailService::new(config, mailer));
+        let state = AppState {
+            service,
+            auth: Auth::new(&settings.tokens.send, &settings.tokens.admin, settings.dev),
+            outbox,
+            dev: settings.dev,
+            draining: Arc::new(AtomicBool::new(false)),
+            reloader,
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serve until SIGTERM or SIGINT, then drain.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serve until `stop` completes; then refuse new connections, let in-flight
+    /// requests finish within the grace period, and return.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.local_addr();
+        self.announce(addr);
+        spawn_reload_on_sighup(self.state.clone());
+        let draining = self.state.draining.clone();
+        let grace = self.settings.shutdown_grace;
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(self.state);
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            stop.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "shutting down: finishing requests in flight"
+            );
+            let _ = stopped_tx.send(());
+        });
+        let server = tokio::spawn(async move { server.await });
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.unwrap_or(Ok(())),
+            _ = stopped_rx => {}
+        }
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!("grace period over; exiting with requests still in flight");
+                Ok(())
+            }
+        }
+    }
+
+    fn announce(&self, addr: SocketAddr) {
+        if self.settings.dev {
+            let banner = format!(
+                "ses-connector dev mode: http://{addr}\n  built-in config and templates, no tokens, emails are NOT sent\n  outbox: http://{addr}/outbox  (JSON: http://{addr}/v1/outbox)\n  try:    curl -X POST http://{addr}/v1/messages -H 'content-type: application/json' -d '{{\"to\":\"me@example.com\",\"type\":\"SignIn\",\"payload\":{{\"code\":\"123456\"}}}}'"
+            );
+            eprintln!("{banner}");
+        }
+        tracing::info!(%addr, dev = self.settings.dev, transport = ?self.settings.transport, "listening");
+    }
+}
+
+/// The function that (re)reads the config source and applies the credential overrides.
+pub fn reloader(settings: &Settings) -> Reloader {
+    let source = settings.config_source.clone();
+    let access_key_id = settings.access_key_id.clone();
+    let access_key_secret = settings.access_key_secret.clone();
+    Arc::new(move || {
+        let mut value = read_source(&source)?;
+        if let Some(object) = value.as_object_mut() {
+            if let Some(id) = &access_key_id {
+                object.insert("accessKeyId".into(), Value::String(id.clone()));
+            }
+            if let Some(secret) = &access_key_secret {
+                object.insert(
+                    "accessKeySecret".into(),
+                    Value::String(secret.expose_secret().to_owned()),
+                );
+            }
+        }
+        ConnectorConfig::load(value).map_err(ReloadError::Invalid)
+    })
+}
+
+fn read_source(source: &ConfigSource) -> Result<Value, ReloadError> {
+    match source {
+        ConfigSource::BuiltIn => Ok(builtin::starter_config()),
+        ConfigSource::Inline(json) => serde_json::from_str(json).map_err(|e| {
+            ReloadError::Unreadable(format!("SES_CONNECTOR_CONFIG_JSON is not valid JSON: {e}"))
+        }),
+        ConfigSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ReloadError::Unreadable(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                ReloadError::Unreadable(format!(
+                    "config file {} is not valid JSON: {e}",
+                    path.display()
+                ))
+            })
+        }
+    }
+}
+
+#[cfg(unix)]
+fn spawn_reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match (state.reloader)() {
+                Ok(config) => {
+                    tracing::info!(
+                        templates = config.templates.len(),
+                        "config reloaded on SIGHUP"
+                    );
+                    state.service.replace_config(config);
+                }
+                Err(ReloadError::Invalid(report)) => {
+                    tracing::error!(errors = report.errors.len(), "config reload on SIGHUP refused: the new config is invalid; the old one keeps serving");
+                }
+                Err(ReloadError::Unreadable(message)) => {
+                    tracing::error!(%message, "config reload on SIGHUP refused; the old config keeps serving");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_reload_on_sighup(_state: AppState) {}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,503 @@
+//! Compile and render the email templates of one config; choose one by usage type
+//! and locale. Knows nothing of HTTP or AWS.
+
+use handlebars::{Context, Handlebars};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::address::Mailbox;
+use crate::connector::{Locale, UsageType};
+
+/// Shared layouts, usable from any template as `{{#> layout}}…{{/layout}}`.
+const HTML_LAYOUT: &str = include_str!("../templates/layout.html.hbs");
+const TEXT_LAYOUT: &str = include_str!("../templates/layout.txt.hbs");
+
+/// Width at which derived plain-text parts are wrapped.
+const TEXT_WIDTH: usize = 78;
+
+/// How a template's `content` is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ContentType {
+    #[serde(rename = "text/html")]
+    Html,
+    #[serde(rename = "text/plain")]
+    Plain,
+}
+
+/// One template as written in the config, already checked field by field.
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    pub usage_type: String,
+    pub locale: Option<Locale>,
+    pub subject: String,
+    pub content: String,
+    pub content_type: ContentType,
+    pub text: Option<String>,
+    pub send_from: Option<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+}
+
+/// A template string that does not compile: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// Index of the template in the config's `templates` array.
+    pub index: usize,
+    /// `subject`, `content` or `text`.
+    pub field: &'static str,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub reason: String,
+}
+
+/// A rendering failure (a missing partial, a helper given the wrong argument).
+#[derive(Debug, thiserror::Error)]
+#[error("template {usage_type} ({field}) failed to render: {reason}")]
+pub struct RenderError {
+    pub usage_type: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// The template chosen for a send, as reported to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateChoice {
+    pub usage_type: String,
+    pub locale: Option<String>,
+}
+
+/// An email ready for a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    /// Absent for `text/plain` templates.
+    pub html: Option<String>,
+    pub text: String,
+}
+
+struct Entry {
+    source: TemplateSource,
+    subject: String,
+    content: String,
+    text: Option<String>,
+}
+
+/// Every template of one config, compiled once when the config is loaded.
+pub struct TemplateSet {
+    entries: Vec<Entry>,
+    html: Handlebars<'static>,
+    plain: Handlebars<'static>,
+}
+
+impl std::fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateSet")
+            .field("templates", &self.entries.len())
+            .finish()
+    }
+}
+
+/// A template found by [`TemplateSet::select`].
+#[derive(Clone, Copy)]
+pub struct Selected<'a> {
+    set: &'a TemplateSet,
+    entry: &'a Entry,
+}
+
+impl TemplateSet {
+    /// Compile all templates; report every template string that does not compile.
+    pub fn compile(sources: Vec<TemplateSource>) -> Result<Self, Vec<SyntaxError>> {
+        let mut html = registry(true);
+        let mut plain = registry(false);
+        let mut errors = Vec::new();
+        let mut entries = Vec::with_capacity(sources.len());
+        for (index, source) in sources.into_iter().enumerate() {
+            let subject = format!("{index}.subject");
+            let content = format!("{index}.content");
+            let text = source.text.as_ref().map(|_| format!("{index}.text"));
+            let content_registry = match source.content_type {
+                ContentType::Html => &mut html,
+                ContentType::Plain => &mut plain,
+            };
+            let mut add = |registry: &mut Handlebars<'static>, name: &str, field, body: &str| {
+                if let Err(e) = registry.register_template_string(name, body) {
+                    let position = e.pos();
+                    errors.push(SyntaxError {
+                        index,
+                        field,
+                        line: position.map(|p| p.0),
+                        column: position.map(|p| p.1),
+                        reason: e.reason().to_string(),
+                    });
+                }
+            };
+            add(content_registry, &content, "content", &source.content);
+            add(&mut plain, &subject, "subject", &source.subject);
+            if let (Some(name), Some(body)) = (&text, &source.text) {
+                add(&mut plain, name, "text", body);
+            }
+            entries.push(Entry {
+                source,
+                subject,
+                content,
+                text,
+            });
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                entries,
+                html,
+                plain,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Find the template for `usage` in `locale`: the usage type, then `Generic`; for
+    /// each, the tag, then its parents, then a template without a locale.
+    pub fn select(&self, usage: UsageType, locale: Option<&str>) -> Option<Selected<'_>> {
+        let mut usages = vec![usage.as_str()];
+        if usage != UsageType::Generic {
+            usages.push(UsageType::Generic.as_str());
+        }
+        let tags: Vec<&str> = locale.map(lookup_chain).unwrap_or_default();
+        for wanted in usages {
+            let of_usage = || {
+                self.entries
+                    .iter()
+                    .filter(|e| e.source.usage_type == wanted)
+            };
+            for tag in &tags {
+                let found = of_usage().find(|e| {
+                    e.source
+                        .locale
+                        .as_ref()
+                        .is_some_and(|l| l.as_str().eq_ignore_ascii_case(tag))
+                });
+                if let Some(entry) = found {
+                    return Some(Selected { set: self, entry });
+                }
+            }
+            if let Some(entry) = of_usage().find(|e| e.source.locale.is_none()) {
+                return Some(Selected { set: self, entry });
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl<'a> Selected<'a> {
+    pub fn source(&self) -> &'a TemplateSource {
+        &self.entry.source
+    }
+
+    pub fn choice(&self) -> TemplateChoice {
+        TemplateChoice {
+            usage_type: self.entry.source.usage_type.clone(),
+            locale: self.entry.source.locale.as_ref().map(|l| l.to_string()),
+        }
+    }
+
+    /// Render subject, HTML and text with `payload` as the variables.
+    pub fn render(&self, payload: &Value) -> Result<RenderedEmail, RenderError> {
+        let context = Context::from(payload.clone());
+        let entry = self.entry;
+        let fail = |field: &'static str| {
+            move |e: handlebars::RenderError| RenderError {
+                usage_type: entry.source.usage_type.clone(),
+                field,
+                reason: e.to_string(),
+            }
+        };
+        let subject = self
+            .set
+            .plain
+            .render_with_context(&entry.subject, &context)
+            .map_err(fail("subject"))?;
+        let subject = clean_subject(&subject);
+        let (html, text) = match entry.source.content_type {
+            ContentType::Plain => {
+                let text = self
+                    .set
+                    .plain
+                    .render_with_context(&entry.content, &context)
+                    .map_err(fail("content"))?;
+                (None, text)
+            }
+            ContentType::Html => {
+                let html = self
+                    .set
+                    .html
+                    .render_with_context(&entry.content, &context)
+                    .map_err(fail("content"))?;
+                let text = match &entry.text {
+                    Some(name) => self
+                        .set
+                        .plain
+                        .render_with_context(name, &context)
+                        .map_err(fail("text"))?,
+                    None => html_to_text(&html),
+                };
+                (Some(html), text)
+            }
+        };
+        Ok(RenderedEmail {
+            subject,
+            html,
+            text,
+        })
+    }
+}
+
+fn registry(html: bool) -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    // A variable the caller did not send renders as an empty string.
+    registry.set_strict_mode(false);
+    let layout = if html {
+        HTML_LAYOUT
+    } else {
+        registry.register_escape_fn(handlebars::no_escape);
+        TEXT_LAYOUT
+    };
+    registry
+        .register_partial("layout", layout)
+        .expect("built-in layout compiles");
+    registry
+}
+
+/// `zh-Hant-TW` → `["zh-Hant-TW", "zh-Hant", "zh"]` (RFC 4647 lookup order).
+fn lookup_chain(tag: &str) -> Vec<&str> {
+    let mut chain = Vec::new();
+    let mut current = tag.trim();
+    while !current.is_empty() {
+        chain.push(current);
+        let Some(cut) = current.rfind('-') else { break };
+        current = &current[..cut];
+        // A singleton (`x`, `u`) never stands alone at the end of a tag.
+        if current.rsplit('-').next().is_some_and(|s| s.len() == 1) {
+            current = current.rfind('-').map_or("", |cut| &current[..cut]);
+        }
+    }
+    chain
+}
+
+/// Subjects go into a mail header: control characters become spaces.
+fn clean_subject(subject: &str) -> String {
+    subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Readable text from rendered HTML, links kept as URLs in footnotes.
+pub fn html_to_text(html: &str) -> String {
+    html2text::config::plain()
+        .link_footnotes(true)
+        .string_from_read(html.as_bytes(), TEXT_WIDTH)
+        .unwrap_or_else(|_| html.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source(usage: &str, locale: Option<&str>, subject: &str, content: &str) -> TemplateSource {
+        TemplateSource {
+            usage_type: usage.to_owned(),
+            locale: locale.map(|l| Locale::parse(l).unwrap()),
+            subject: subject.to_owned(),
+            content: content.to_owned(),
+            content_type: ContentType::Html,
+            text: None,
+            send_from: None,
+            reply_to: None,
+        }
+    }
+
+    fn render(source: TemplateSource, payload: Value) -> RenderedEmail {
+        let usage = UsageType::parse(&source.usage_type).unwrap();
+        let set = TemplateSet::compile(vec![source]).unwrap();
+        set.select(usage, None).unwrap().render(&payload).unwrap()
+    }
+
+    #[test]
+    fn html_content_is_escaped_but_subject_and_text_are_not() {
+        let mut template = source(
+            "SignIn",
+            None,
+            "{{application.name}} code",
+            "<p>{{application.name}}</p><p>{{{trusted}}}</p>",
+        );
+        template.text = Some("Hi from {{application.name}}".to_owned());
+        let email = render(
+            template,
+            json!({"application": {"name": "Tom & <b>Jerry</b>"}, "trusted": "<i>ok</i>"}),
+        );
+        assert_eq!(email.subject, "Tom & <b>Jerry</b> code");
+        assert_eq!(
+            email.html.as_deref(),
+            Some("<p>Tom &amp; &lt;b&gt;Jerry&lt;/b&gt;</p><p><i>ok</i></p>")
+        );
+        assert_eq!(email.text, "Hi from Tom & <b>Jerry</b>");
+    }
+
+    #[test]
+    fn logto_placeholders_with_spaces_and_nesting_render() {
+        let email = render(
+            source(
+                "SignIn",
+                None,
+                "{{ code }}",
+                "{{code}} {{ application.name }} {{#if link}}<a href=\"{{link}}\">go</a>{{/if}}",
+            ),
+            json!({"code": "123456", "application": {"name": "App"}}),
+        );
+        assert_eq!(email.subject, "123456");
+        assert_eq!(email.html.as_deref(), Some("123456 App "));
+    }
+
+    #[test]
+    fn missing_variables_render_as_empty_strings() {
+        let email = render(
+            source("SignIn", None, "[{{code}}]", "[{{user.name}}]"),
+            json!({}),
+        );
+        assert_eq!(email.subject, "[]");
+        assert_eq!(email.html.as_deref(), Some("[]"));
+    }
+
+    #[test]
+    fn control_characters_in_a_rendered_subject_become_spaces() {
+        let email = render(
+            source("SignIn", None, "Code {{code}}", "x"),
+            json!({"code": "1\r\nBcc: evil@example.com\t2"}),
+        );
+        assert_eq!(email.subject, "Code 1  Bcc: evil@example.com 2");
+    }
+
+    #[test]
+    fn plain_text_content_is_sent_as_text_only_and_never_escaped() {
+        let mut template = source("SignIn", None, "s", "Code: {{code}} & more");
+        template.content_type = ContentType::Plain;
+        let email = render(template, json!({"code": "<1>"}));
+        assert_eq!(email.html, None);
+        assert_eq!(email.text, "Code: <1> & more");
+    }
+
+    #[test]
+    fn the_text_part_is_derived_from_html_keeping_links() {
+        let email = render(
+            source(
+                "SignIn",
+                None,
+                "s",
+                "<h1>Hello</h1><p>Your code is <b>{{code}}</b>.</p><p><a href=\"https://example.com/verify\">Verify</a></p>",
+            ),
+            json!({"code": "123456"}),
+        );
+        assert!(email.text.contains("Your code is"), "{}", email.text);
+        assert!(email.text.contains("123456"), "{}", email.text);
+        assert!(
+            email.text.contains("https://example.com/verify"),
+            "{}",
+            email.text
+        );
+        assert!(!email.text.contains("<p>"), "{}", email.text);
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_field_and_position() {
+        let errors = TemplateSet::compile(vec![
+            source("SignIn", None, "ok", "ok"),
+            source("Register", None, "ok", "line one\n{{#if code}}unclosed"),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].index, 1);
+        assert_eq!(errors[0].field, "content");
+        assert!(errors[0].line.is_some(), "{errors:?}");
+    }
+
+    #[test]
+    fn lookup_chain_drops_subtags_one_by_one() {
+        assert_eq!(lookup_chain("zh-Hant-TW"), ["zh-Hant-TW", "zh-Hant", "zh"]);
+        assert_eq!(lookup_chain("en"), ["en"]);
+        assert_eq!(lookup_chain("de-x-foo"), ["de-x-foo", "de"]);
+    }
+
+    fn locale_set() -> TemplateSet {
+        TemplateSet::compile(vec![
+            source("SignIn", None, "signin-default", "x"),
+            source("SignIn", Some("zh-Hant"), "signin-zh-hant", "x"),
+            source("SignIn", Some("fr"), "signin-fr", "x"),
+            source("Generic", Some("de"), "generic-de", "x"),
+            source("Generic", None, "generic-default", "x"),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn locale_lookup_follows_the_specified_order() {
+        let set = locale_set();
+        let cases: &[(UsageType, Option<&str>, &str, &str)] = &[
+            (UsageType::SignIn, Some("fr"), "signin-fr", "exact tag"),
+            (
+                UsageType::SignIn,
+                Some("FR-ca"),
+                "signin-fr",
+                "parent, case-insensitive",
+            ),
+            (
+                UsageType::SignIn,
+                Some("zh-Hant-TW"),
+                "signin-zh-hant",
+                "parent of a 3-part tag",
+            ),
+            (
+                UsageType::SignIn,
+                Some("de"),
+                "signin-default",
+                "type without locale before Generic",
+            ),
+            (
+                UsageType::SignIn,
+                None,
+                "signin-default",
+                "no locale requested",
+            ),
+            (
+                UsageType::Register,
+                Some("de-AT"),
+                "generic-de",
+                "Generic in the parent locale",
+            ),
+            (
+                UsageType::Register,
+                Some("es"),
+                "generic-default",
+                "Generic without locale",
+            ),
+        ];
+        for (usage, locale, subject, why) in cases {
+            let chosen = set.select(*usage, *locale).unwrap();
+            assert_eq!(chosen.source().subject, *subject, "{why}");
+        }
+    }
+
+    #[test]
+    fn no_template_is_found_when_neither_type_nor_generic_matches() {
+        let set = TemplateSet::compile(vec![source("SignIn", Some("fr"), "s", "x")]).unwrap();
+        assert!(set.select(UsageType::Register, None).is_none());
+        assert!(set.select(UsageType::SignIn, Some("de")).is_none());
+    }
+}
