@@ -23,6 +23,8 @@ pub struct SesOptions {
     pub operation_timeout: Duration,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
+    /// An endpoint that wins over `AWS_ENDPOINT_URL_SESV2`/`AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
 }
 
 impl Default for SesOptions {
@@ -33,6 +35,7 @@ impl Default for SesOptions {
             operation_timeout: Duration::from_secs(10),
             max_attempts: 3,
             initial_backoff: Duration::from_millis(200),
+            endpoint: None,
         }
     }
 }
@@ -79,7 +82,10 @@ impl SesMailer {
             .await;
         Self {
             base,
-            endpoint: configured_endpoint(),
+            endpoint: match &options.endpoint {
+                Some(url) => Some(Some(url.clone())),
+                None => configured_endpoint(),
+            },
             clients: moka::sync::Cache::builder()
                 .max_capacity(64)
                 .time_to_idle(Duration::from_secs(3600))
@@ -191,17 +197,23 @@ fn configured_endpoint() -> Option<Option<String>> {
     )
 }
 
-fn classify<R>(err: SdkError<aws_sdk_sesv2::operation::send_email::SendEmailError, R>) -> SendError
-where
-    R: std::fmt::Debug,
-{
+fn classify(
+    err: SdkError<
+        aws_sdk_sesv2::operation::send_email::SendEmailError,
+        aws_sdk_sesv2::config::http::HttpResponse,
+    >,
+) -> SendError {
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            classify_code(
-                e.code().unwrap_or("Unknown"),
-                e.message().unwrap_or_default(),
-            )
+            let status = service.raw().status();
+            match e.code() {
+                // A server error without a known code (e.g. a proxy's 503) is an outage.
+                Some("Unknown") | None if status.is_server_error() => SendError::Unreachable {
+                    detail: format!("SES answered HTTP {}", status.as_u16()),
+                },
+                code => classify_code(code.unwrap_or("Unknown"), e.message().unwrap_or_default()),
+            }
         }
         SdkError::TimeoutError(_) => SendError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => SendError::Timeout,

@@ -1,0 +1,278 @@
+//! Test helpers: start the real service on a random port, talk to it, fake SES.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use ses_connector::ses::SesOptions;
+use ses_connector::settings::{ConfigSource, Settings, Tokens, Transport};
+use ses_connector::startup::Application;
+use tokio::sync::oneshot;
+
+pub const SEND_TOKEN: &str = "send-token-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+/// How to start the service under test.
+pub struct AppOptions {
+    /// `None`: dev mode with the built-in config.
+    pub config: Option<Value>,
+    pub transport: Transport,
+    pub ses_endpoint: Option<String>,
+    pub ses: SesOptions,
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            config: Some(logto_config()),
+            transport: Transport::Ses,
+            ses_endpoint: None,
+            ses: fast_ses_options(),
+            config_file: None,
+        }
+    }
+}
+
+/// SES options with short backoff so fault tests finish quickly.
+pub fn fast_ses_options() -> SesOptions {
+    SesOptions {
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(4),
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        endpoint: None,
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub outbox: bool,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request reaches the service")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request reaches the service")
+    }
+
+    /// Send as Logto's HTTP Email connector does.
+    pub async fn send(&self, body: &Value) -> reqwest::Response {
+        self.post("/v1/messages", Some(SEND_TOKEN), body).await
+    }
+
+    /// Stop like SIGTERM would and wait for the server to finish.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task completes"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let dev = options.config.is_none() && options.config_file.is_none();
+    let config_source = match (&options.config_file, &options.config) {
+        (Some(path), _) => ConfigSource::File(path.clone()),
+        (None, Some(config)) => ConfigSource::Inline(config.to_string()),
+        (None, None) => ConfigSource::BuiltIn,
+    };
+    let tokens = if dev {
+        Tokens::default()
+    } else {
+        Tokens {
+            send: vec![SEND_TOKEN.to_owned().into()],
+            admin: vec![ADMIN_TOKEN.to_owned().into()],
+        }
+    };
+    let transport = if dev {
+        Transport::Outbox
+    } else {
+        options.transport
+    };
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        dev,
+        transport,
+        config_source,
+        access_key_id: None,
+        access_key_secret: None,
+        tokens,
+        ses: SesOptions {
+            endpoint: options.ses_endpoint,
+            ..options.ses
+        },
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        stop: Some(stop_tx),
+        server: Some(server),
+        outbox: transport == Transport::Outbox,
+    }
+}
+
+pub fn template(usage: &str) -> Value {
+    json!({
+        "usageType": usage,
+        "subject": "Your {{application.name}} code",
+        "content": "<p>Hello {{user.name}}, your code is {{code}}.</p>",
+    })
+}
+
+/// A config as Logto's AWS SES connector saves it.
+pub fn logto_config() -> Value {
+    json!({
+        "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+        "accessKeySecret": SECRET,
+        "region": "us-east-1",
+        "emailAddress": "Acme <noreply@example.com>",
+        "emailAddressIdentityArn": "arn:aws:ses:us-east-1:123456789012:identity/example.com",
+        "feedbackForwardingEmailAddress": "bounces@example.com",
+        "feedbackForwardingEmailAddressIdentityArn": "arn:aws:ses:us-east-1:123456789012:identity/example.com",
+        "configurationSetName": "verification-codes",
+        "templates": [template("SignIn"), template("Register"), template("ForgotPassword"), template("Generic")]
+    })
+}
+
+/// A unique recipient so tests sharing a fake or moto do not see each other's mail.
+pub fn unique_recipient() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Assert the one error shape and return the error object.
+pub async fn error_of(response: reqwest::Response, status: u16, code: &str) -> Value {
+    let actual = response.status().as_u16();
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(actual, status, "status; body: {body}");
+    assert_eq!(body["error"]["code"], code, "code; body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["requestId"].is_string(), "{body}");
+    assert_eq!(
+        body["requestId"].as_str(),
+        header_id.as_deref(),
+        "requestId matches the header"
+    );
+    body["error"].clone()
+}
+
+/// A programmable SES stand-in.
+pub struct FakeSes {
+    pub server: wiremock::MockServer,
+}
+
+pub const SEND_PATH: &str = "/v2/email/outbound-emails";
+
+impl FakeSes {
+    pub async fn start() -> Self {
+        Self {
+            server: wiremock::MockServer::start().await,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    pub async fn answer(&self, response: wiremock::ResponseTemplate) {
+        use wiremock::matchers::{method, path};
+        wiremock::Mock::given(method("POST"))
+            .and(path(SEND_PATH))
+            .respond_with(response)
+            .mount(&self.server)
+            .await;
+    }
+
+    pub async fn accepts(&self, message_id: &str) {
+        self.answer(
+            wiremock::ResponseTemplate::new(200).set_body_json(json!({"MessageId": message_id})),
+        )
+        .await;
+    }
+
+    pub async fn fails_with(&self, status: u16, code: &str, message: &str) {
+        self.answer(
+            wiremock::ResponseTemplate::new(status)
+                .insert_header("x-amzn-ErrorType", code)
+                .set_body_json(json!({"message": message})),
+        )
+        .await;
+    }
+
+    /// The SendEmail bodies received so far.
+    pub async fn requests(&self) -> Vec<Value> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == SEND_PATH)
+            .map(|r| serde_json::from_slice(&r.body).expect("SES requests are JSON"))
+            .collect()
+    }
+}
+
+/// An app whose SES is the fake.
+pub async fn app_with_fake_ses(fake: &FakeSes) -> TestApp {
+    spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+pub fn arc<T>(value: T) -> Arc<T> {
+    Arc::new(value)
+}
