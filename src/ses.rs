@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn ses_error_codes_map_to_what_the_caller_is_told() {
-        let cases: &[(&str, fn(&SendError) -> bool)] = &[
+        type Expectation = fn(&SendError) -> bool;
+        let cases: &[(&str, Expectation)] = &[
             ("TooManyRequestsException", |e| {
                 matches!(e, SendError::Throttled { .. })
             }),

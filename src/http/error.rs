@@ -61,12 +61,12 @@ pub struct ApiError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ses: Option<SesReason>,
+    pub ses: Option<Box<SesReason>>,
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
     /// Logged, never returned.
     #[serde(skip)]
-    pub internal: Option<String>,
+    pub internal: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -124,7 +124,7 @@ impl ApiError {
     /// A 500 whose cause is logged and not shown.
     pub fn internal(cause: impl Into<String>) -> Self {
         Self {
-            internal: Some(cause.into()),
+            internal: Some(cause.into().into_boxed_str()),
             ..Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "general",
@@ -199,10 +199,10 @@ impl From<SendError> for ApiError {
                 )
             },
             SendError::QuotaExhausted { code, message } => Self {
-                ses: Some(SesReason {
+                ses: Some(Box::new(SesReason {
                     code: code.clone(),
                     message: message.clone(),
-                }),
+                })),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "usage_limit_exceeded",
@@ -210,10 +210,10 @@ impl From<SendError> for ApiError {
                 )
             },
             SendError::Rejected { code, message } => Self {
-                ses: Some(SesReason {
+                ses: Some(Box::new(SesReason {
                     code: code.clone(),
                     message: message.clone(),
-                }),
+                })),
                 ..Self::new(
                     StatusCode::BAD_GATEWAY,
                     "invalid_response",
@@ -226,7 +226,7 @@ impl From<SendError> for ApiError {
                 "SES did not answer in time; the email may or may not have been sent",
             ),
             SendError::Unreachable { detail } => Self {
-                internal: Some(detail),
+                internal: Some(detail.into_boxed_str()),
                 ..Self::new(
                     StatusCode::BAD_GATEWAY,
                     "general",

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Every check the project has: formatting, lints, unit and integration tests.
+# Installs moto into .venv, starts it on a free loopback port, stops it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_SPEC='moto[server]>=5.1,<6'
+VENV="${SES_CONNECTOR_VENV:-.venv}"
+LOG_DIR=target/test-logs
+mkdir -p "$LOG_DIR"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for() { # URL, what
+  for _ in $(seq 1 150); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+log "moto (SES stand-in) into $VENV"
+if ! "$VENV/bin/python" -c 'import moto, flask' 2>/dev/null; then
+  python3 -m venv "$VENV" || fail "cannot create a virtualenv in $VENV (is python3-venv installed?)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_SPEC" \
+    || fail "cannot install $MOTO_SPEC; the moto tests need it and are never skipped"
+fi
+
+MOTO_PORT="$(free_port)"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOG_DIR/moto.log" 2>&1 &
+pids+=($!)
+export MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+wait_for "$MOTO_URL/moto-api/data.json" || { cat "$LOG_DIR/moto.log" >&2; fail "moto did not start on $MOTO_URL"; }
+log "moto is up at $MOTO_URL"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi

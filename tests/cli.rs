@@ -1,0 +1,458 @@
+//! The binary as users run it: subcommands, exit codes, environment, logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ses-connector");
+
+/// The binary with a clean environment: no settings or AWS variables leak in.
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SES_CONNECTOR_") || key.starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(port) = port_in(&line) {
+                        let _ = port_tx.send(port);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the service did not report its port; log: {:?}",
+                    logs.lock().unwrap()
+                )
+            });
+        Self { child, port, logs }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGTERM, then the exit code and the whole log.
+    fn stop(mut self) -> (i32, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the service did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread drain what is left.
+        std::thread::sleep(Duration::from_millis(100));
+        let logs = self.logs.lock().unwrap().clone();
+        (code, logs)
+    }
+}
+
+fn port_in(line: &str) -> Option<u16> {
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn write_config(dir: &tempfile::TempDir, config: &Value) -> std::path::PathBuf {
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn init_writes_a_starter_config_that_validate_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("starter.json");
+
+    let init = command()
+        .args(["init", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let validate = command().arg("validate").arg(&path).output().unwrap();
+
+    assert_eq!(validate.status.code(), Some(0), "{validate:?}");
+    assert!(String::from_utf8_lossy(&validate.stdout).starts_with("valid"));
+    let again = command()
+        .args(["init", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "init does not overwrite without --force"
+    );
+}
+
+#[test]
+fn validate_exits_1_for_an_invalid_config_and_2_for_an_unreadable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = logto_config();
+    config["region"] = json!("nowhere");
+    let path = write_config(&dir, &config);
+
+    let invalid = command()
+        .arg("validate")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(invalid.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&invalid.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"][0]["path"], "region");
+
+    let human = command().arg("validate").arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("region"));
+
+    let missing = command()
+        .arg("validate")
+        .arg(dir.path().join("missing.json"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    std::fs::write(dir.path().join("broken.json"), "{not json").unwrap();
+    let broken = command()
+        .arg("validate")
+        .arg(dir.path().join("broken.json"))
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(2));
+}
+
+#[test]
+fn render_prints_subject_text_and_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+
+    let output = command()
+        .args(["render", "--config"])
+        .arg(&path)
+        .args([
+            "--type",
+            "SignIn",
+            "--payload",
+            r#"{"code":"271828","application":{"name":"Acme"}}"#,
+        ])
+        .output()
+        .unwrap();
+
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Subject: Your Acme code"), "{text}");
+    assert!(text.contains("----- text -----"));
+    assert!(
+        text.contains("<p>Hello , your code is 271828.</p>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_tokens_and_says_how_to_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let output = command()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SES_CONNECTOR_ADMIN_TOKENS"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_listing_the_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &json!({"region": "us-east-1", "templates": []}));
+    let output = command()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Template with UsageType (Register, SignIn, ForgotPassword, Generic) should be provided!"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_no_arguments_it_serves_dev_mode_and_the_healthcheck_passes() {
+    let server = Server::start({
+        let mut c = command();
+        c.env("SES_CONNECTOR_LISTEN", "127.0.0.1:0");
+        c
+    });
+    let client = reqwest::Client::new();
+    let sent = client
+        .post(server.url("/v1/messages"))
+        .json(&json!({"to": "me@example.com", "type": "SignIn", "payload": {"code": "123456"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let outbox: Value = client
+        .get(server.url("/v1/outbox"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outbox.as_array().unwrap().len(), 1);
+
+    let healthy = command()
+        .args(["healthcheck", "--url", &server.url("/healthz")])
+        .status()
+        .unwrap();
+    assert_eq!(healthy.code(), Some(0));
+    let not_found = command()
+        .args(["healthcheck", "--url", &server.url("/nope")])
+        .status()
+        .unwrap();
+    assert_eq!(not_found.code(), Some(1));
+
+    let (code, logs) = server.stop();
+    assert_eq!(code, 0, "SIGTERM exits 0; log: {logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("dev mode")),
+        "the banner says where to look"
+    );
+    assert!(logs.iter().any(|l| l.contains("/outbox")));
+}
+
+#[test]
+fn the_healthcheck_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let status = command()
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn the_standard_endpoint_variable_is_honoured_and_logs_keep_secrets_out() {
+    let fake = FakeSes::start().await;
+    fake.accepts("from-env-endpoint").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let server = Server::start({
+        let mut c = command();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN)
+            .env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN)
+            .env("SES_CONNECTOR_LOG_FORMAT", "json")
+            .env("SES_CONNECTOR_LOG_LEVEL", "debug")
+            // An empty service variable counts as unset; the general one applies.
+            .env("AWS_ENDPOINT_URL_SESV2", "")
+            .env("AWS_ENDPOINT_URL", fake.uri());
+        c
+    });
+    let client = reqwest::Client::new();
+    let link = "https://auth.example.com/magic?token=SECRETLINKVALUE";
+    let response = client
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({"to": "alice@example.org", "type": "SignIn", "payload": {"code": "918273", "link": link, "user": {"name": "PAYLOADNAME"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rejected = client
+        .get(server.url("/v1/config"))
+        .bearer_auth("not-a-valid-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 401);
+
+    let (code, logs) = server.stop();
+
+    assert_eq!(code, 0);
+    assert_eq!(
+        fake.requests().await.len(),
+        1,
+        "the send went to AWS_ENDPOINT_URL"
+    );
+    let lines: Vec<Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "logs are JSON lines: {logs:?}");
+    let send_line = lines
+        .iter()
+        .find(|l| l["message"] == "email sent")
+        .expect("one line per send");
+    assert_eq!(send_line["recipient"], "a***@example.org");
+    assert_eq!(send_line["usage_type"], "SignIn");
+    assert_eq!(send_line["message_id"], "from-env-endpoint");
+    assert_eq!(send_line["outcome"], "sent");
+    assert!(send_line["ses_latency_ms"].is_number());
+    assert_eq!(send_line["span"]["request_id"], "trace-me-42");
+    let request_line = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["route"] == "/v1/messages")
+        .expect("one line per request");
+    assert_eq!(request_line["status"], 200);
+    assert!(request_line["latency_ms"].is_number());
+    let all = logs.join("\n");
+    for secret in [
+        "918273",
+        "SECRETLINKVALUE",
+        "PAYLOADNAME",
+        SECRET,
+        SEND_TOKEN,
+        ADMIN_TOKEN,
+        "not-a-valid-token-at-all",
+        "alice@",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "{secret:?} leaked into the log:\n{all}"
+        );
+    }
+}
+
+fn moto_url() -> String {
+    std::env::var("MOTO_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
+}
+
+#[tokio::test]
+async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
+    let domain = format!("chain-{}.example.com", uuid::Uuid::new_v4().simple());
+    let mut config = logto_config();
+    config.as_object_mut().unwrap().remove("accessKeyId");
+    config.as_object_mut().unwrap().remove("accessKeySecret");
+    config["emailAddress"] = json!(format!("noreply@{domain}"));
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &config);
+    let env = |c: &mut Command| {
+        c.env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "chain-secret")
+            .env("AWS_ENDPOINT_URL_SESV2", moto_url());
+    };
+    // Verify the sender through the CLI's own SES path is not possible; use moto's API.
+    let verify = reqwest::Client::new()
+        .post(format!("{}/v2/email/identities", moto_url()))
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=x")
+        .json(&json!({"EmailIdentity": domain}))
+        .send()
+        .await
+        .unwrap();
+    assert!(verify.status().is_success(), "{:?}", verify.text().await);
+
+    let server = Server::start({
+        let mut c = command();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN);
+        env(&mut c);
+        c
+    });
+    let to = unique_recipient();
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": to, "type": "Register", "payload": {"code": "55555"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    let (code, _) = server.stop();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(code, 0);
+
+    // The CLI's send-test takes the same path.
+    let test_to = unique_recipient();
+    let mut send_test = command();
+    send_test
+        .args(["send-test", "--config"])
+        .arg(&path)
+        .args(["--to", &test_to]);
+    env(&mut send_test);
+    let output = send_test.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("message id"));
+
+    let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = data["ses"]["Message"].to_string();
+    assert!(messages.contains(&to), "the send reached moto");
+    assert!(messages.contains(&test_to), "send-test reached moto");
+}

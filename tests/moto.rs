@@ -1,0 +1,172 @@
+//! End to end against moto, an independent implementation of the SES API.
+//! The test script starts moto and sets `MOTO_URL`.
+
+mod common;
+
+use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+use common::*;
+use serde_json::{json, Value};
+
+/// moto's URL. Without it these tests fail loudly: run them through `scripts/test.sh`.
+pub fn moto_url() -> String {
+    std::env::var("MOTO_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
+}
+
+/// Verify an identity in moto, as the SES sandbox requires before sending.
+pub async fn verify_identity(region: &str, identity: &str) {
+    let config = aws_sdk_sesv2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(moto_url())
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_sesv2::Client::from_conf(config)
+        .create_email_identity()
+        .email_identity(identity)
+        .send()
+        .await
+        .expect("moto verifies the identity");
+}
+
+/// Messages moto recorded for `recipient`.
+pub async fn sent_to(recipient: &str) -> Vec<Value> {
+    let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    data["ses"]["Message"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.to_string().contains(recipient))
+        .collect()
+}
+
+fn config_for(domain: &str, region: &str) -> Value {
+    let mut config = logto_config();
+    config["region"] = json!(region);
+    config["emailAddress"] = json!(format!("noreply@{domain}"));
+    config["emailAddressIdentityArn"] = json!("");
+    config["feedbackForwardingEmailAddressIdentityArn"] = json!("");
+    config["feedbackForwardingEmailAddress"] = json!("");
+    config["configurationSetName"] = json!("");
+    config
+}
+
+#[tokio::test]
+async fn a_send_from_a_verified_sender_reaches_moto() {
+    let domain = format!("verified-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_identity("us-east-1", &domain).await;
+    let app = spawn_app(AppOptions {
+        config: Some(config_for(&domain, "us-east-1")),
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = unique_recipient();
+
+    let response = app
+        .send(&json!({"to": to, "type": "SignIn", "payload": {"code": "314159", "user": {"name": "Ann"}, "application": {"name": "Acme"}}}))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let message_id = body["messageId"].as_str().unwrap();
+    assert!(!message_id.is_empty());
+    let messages = sent_to(&to).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["id"], message_id);
+    assert_eq!(message["source"], format!("noreply@{domain}"));
+    assert_eq!(message["subject"], "Your Acme code");
+    assert_eq!(message["body"], "<p>Hello Ann, your code is 314159.</p>");
+    assert!(message["destinations"].to_string().contains(&to));
+}
+
+#[tokio::test]
+async fn an_unverified_sender_is_rejected_with_ses_reason() {
+    let domain = format!("unverified-{}.example.com", uuid::Uuid::new_v4().simple());
+    let app = spawn_app(AppOptions {
+        config: Some(config_for(&domain, "us-east-1")),
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = unique_recipient();
+
+    let response = app
+        .send(&json!({"to": to, "type": "SignIn", "payload": {"code": "1"}}))
+        .await;
+
+    let error = error_of(response, 502, "invalid_response").await;
+    assert_eq!(error["ses"]["code"], "MessageRejected");
+    assert!(
+        error["ses"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not verified"),
+        "{error}"
+    );
+    assert!(sent_to(&to).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_test_email_shows_why_ses_refused_and_then_succeeds_once_verified() {
+    let domain = format!("later-{}.example.com", uuid::Uuid::new_v4().simple());
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = unique_recipient();
+    let body = json!({"config": config_for(&domain, "eu-west-1"), "to": to});
+
+    let refused = app.post("/v1/test-email", Some(ADMIN_TOKEN), &body).await;
+    let error = error_of(refused, 502, "invalid_response").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("not verified"),
+        "{error}"
+    );
+
+    verify_identity("eu-west-1", &domain).await;
+    let sent = app.post("/v1/test-email", Some(ADMIN_TOKEN), &body).await;
+    assert_eq!(sent.status(), 200);
+    let messages = sent_to(&to).await;
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0]["body"].as_str().unwrap().contains("000000"));
+}
+
+#[tokio::test]
+async fn identities_are_per_region() {
+    let domain = format!("regional-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_identity("us-west-2", &domain).await;
+    let app = spawn_app(AppOptions {
+        config: Some(config_for(&domain, "ap-southeast-2")),
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await;
+    let response = app
+        .send(&json!({"to": unique_recipient(), "type": "Register", "payload": {"code": "1"}}))
+        .await;
+    error_of(response, 502, "invalid_response").await;
+}
