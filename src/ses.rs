@@ -303,6 +303,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn one_client_is_built_per_region_and_credentials_and_then_reused() {
+        use crate::connector::{Region, StaticCredentials};
+        let mailer = SesMailer::new(&SesOptions::default()).await;
+        let account = |region: &str, secret: Option<&str>| Account {
+            region: Region::parse(region).unwrap(),
+            credentials: secret.map(|s| StaticCredentials {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".to_owned(),
+                secret_access_key: s.to_owned().into(),
+            }),
+        };
+        mailer.client(&account("us-east-1", Some("a")));
+        mailer.client(&account("us-east-1", Some("a")));
+        mailer.clients.run_pending_tasks();
+        assert_eq!(mailer.clients.entry_count(), 1, "same account, same client");
+        mailer.client(&account("eu-west-1", Some("a")));
+        mailer.client(&account("us-east-1", Some("b")));
+        mailer.client(&account("us-east-1", None));
+        mailer.clients.run_pending_tasks();
+        assert_eq!(mailer.clients.entry_count(), 4);
+    }
+
     #[test]
     fn a_rejection_keeps_the_ses_code_and_message() {
         let mapped = classify_code("MessageRejected", "Email address is not verified.");

@@ -302,9 +302,9 @@ async fn the_standard_endpoint_variable_is_honoured_and_logs_keep_secrets_out() 
             .env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN)
             .env("SES_CONNECTOR_LOG_FORMAT", "json")
             .env("SES_CONNECTOR_LOG_LEVEL", "debug")
-            // An empty service variable counts as unset; the general one applies.
-            .env("AWS_ENDPOINT_URL_SESV2", "")
-            .env("AWS_ENDPOINT_URL", fake.uri());
+            // The service-specific variable wins over the general one.
+            .env("AWS_ENDPOINT_URL_SESV2", fake.uri())
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
         c
     });
     let client = reqwest::Client::new();
@@ -371,6 +371,35 @@ async fn the_standard_endpoint_variable_is_honoured_and_logs_keep_secrets_out() 
             "{secret:?} leaked into the log:\n{all}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_empty_service_endpoint_variable_counts_as_unset() {
+    let fake = FakeSes::start().await;
+    fake.accepts("via-general-endpoint").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let server = Server::start({
+        let mut c = command();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN)
+            .env("AWS_ENDPOINT_URL_SESV2", "")
+            .env("AWS_ENDPOINT_URL", fake.uri());
+        c
+    });
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let (code, logs) = server.stop();
+    assert_eq!(status, 200, "{logs:?}");
+    assert_eq!(code, 0);
+    assert_eq!(fake.requests().await.len(), 1);
 }
 
 fn moto_url() -> String {
