@@ -281,6 +281,7 @@ async fn send_test(config: &Path, to: &str, usage: &str) -> ExitCode {
     let service = EmailService::new(
         ConnectorConfig::load(builtin::starter_config()).expect("built-in config is valid"),
         std::sync::Arc::new(mailer),
+        crate::limits::SendGate::new(1, 0, Duration::ZERO),
     );
     match service.send_with(&config, &request).await {
         Ok(sent) => {

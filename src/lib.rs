@@ -7,6 +7,8 @@ pub mod builtin;
 pub mod cli;
 pub mod connector;
 pub mod http;
+pub mod idempotency;
+pub mod limits;
 pub mod mailer;
 pub mod outbox;
 pub mod service;

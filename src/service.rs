@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::address::Recipient;
 use crate::connector::{ConnectorConfig, UsageType};
+use crate::limits::{Overloaded, SendGate};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
 
@@ -48,20 +49,30 @@ pub enum ServiceError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
 }
 
 /// Holds the active config and the transport.
 pub struct EmailService {
     config: ArcSwap<ConnectorConfig>,
     mailer: Arc<dyn Mailer>,
+    gate: SendGate,
 }
 
 impl EmailService {
-    pub fn new(config: ConnectorConfig, mailer: Arc<dyn Mailer>) -> Self {
+    /// A service whose SES calls pass through `gate`.
+    pub fn new(config: ConnectorConfig, mailer: Arc<dyn Mailer>, gate: SendGate) -> Self {
         Self {
             config: ArcSwap::from_pointee(config),
             mailer,
+            gate,
         }
+    }
+
+    /// Sends in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.gate.in_flight()
     }
 
     /// The config in force now; a request keeps the one it started with.
@@ -87,6 +98,7 @@ impl EmailService {
         request: &SendRequest,
     ) -> Result<Sent, ServiceError> {
         let (email, template) = compose(config, request)?;
+        let _slot = self.gate.enter().await?;
         let started = Instant::now();
         let result = self.mailer.send(&email).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;

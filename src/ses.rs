@@ -217,14 +217,13 @@ fn classify(
         }
         SdkError::TimeoutError(_) => SendError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => SendError::Timeout,
-        SdkError::DispatchFailure(failure) if failure.is_io() => SendError::Unreachable {
-            detail: "connection failed".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_user() => SendError::Internal {
+            detail: format!("{}", DisplayErrorContext(&err)),
         },
-        SdkError::DispatchFailure(failure) if failure.is_user() || failure.is_other() => {
-            SendError::Internal {
-                detail: format!("{:?}", DisplayErrorContext(&err)),
-            }
-        }
+        // Refused, reset or dropped connections, and anything else on the wire.
+        SdkError::DispatchFailure(_) => SendError::Unreachable {
+            detail: format!("{}", DisplayErrorContext(&err)),
+        },
         SdkError::ResponseError(_) => SendError::Unreachable {
             detail: "SES sent an answer that could not be read".to_owned(),
         },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::limits::Rate;
 use crate::ses::SesOptions;
 
 /// Shortest API token accepted: shorter ones are guessable.
@@ -119,6 +120,61 @@ pub struct ServeArgs {
     )]
     pub ses_max_attempts: u32,
 
+    /// Sends per recipient: `COUNT/SECONDS` in any rolling window; `0` disables.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_RATE_LIMIT_RECIPIENT",
+        default_value = "10/600",
+        value_name = "COUNT/SECONDS"
+    )]
+    pub rate_limit_recipient: Rate,
+
+    /// Sends per client IP (the body's `ip`): `COUNT/SECONDS`; `0` disables.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_RATE_LIMIT_IP",
+        default_value = "100/600",
+        value_name = "COUNT/SECONDS"
+    )]
+    pub rate_limit_ip: Rate,
+
+    /// SES calls in flight at once; more wait in a short queue.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_MAX_CONCURRENT_SENDS",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_concurrent_sends: usize,
+
+    /// Sends that may wait for a slot; past this, 503 at once.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_MAX_QUEUED_SENDS",
+        default_value_t = 512,
+        value_name = "N"
+    )]
+    pub max_queued_sends: usize,
+
+    /// Longest wait for a slot before a 503, seconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_QUEUE_TIMEOUT_SECONDS",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
+    pub queue_timeout_seconds: f64,
+
+    /// Seconds between SIGTERM (when /readyz turns 503) and closing the listener,
+    /// so load balancers stop routing here first.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SHUTDOWN_DELAY_SECONDS",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_delay_seconds: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(
         long,
@@ -197,7 +253,20 @@ pub struct Settings {
     pub access_key_secret: Option<SecretString>,
     pub tokens: Tokens,
     pub ses: SesOptions,
+    pub rate_limit_recipient: Rate,
+    pub rate_limit_ip: Rate,
+    pub max_concurrent_sends: usize,
+    pub max_queued_sends: usize,
+    pub queue_timeout: Duration,
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// The HTTP-layer limit on one request: above everything a send may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.ses.operation_timeout + self.queue_timeout + Duration::from_secs(5)
+    }
 }
 
 /// A setting that cannot be used; the message says how to fix it.
@@ -276,6 +345,11 @@ impl Settings {
             max_attempts: args.ses_max_attempts,
             ..SesOptions::default()
         };
+        if args.max_concurrent_sends == 0 {
+            return Err(SettingsError(
+                "SES_CONNECTOR_MAX_CONCURRENT_SENDS must be at least 1".into(),
+            ));
+        }
         if ses.max_attempts == 0 || ses.max_attempts > 10 {
             return Err(SettingsError(format!(
                 "SES_CONNECTOR_SES_MAX_ATTEMPTS must be between 1 and 10, got {}",
@@ -300,6 +374,12 @@ impl Settings {
             access_key_secret,
             tokens,
             ses,
+            rate_limit_recipient: args.rate_limit_recipient,
+            rate_limit_ip: args.rate_limit_ip,
+            max_concurrent_sends: args.max_concurrent_sends,
+            max_queued_sends: args.max_queued_sends,
+            queue_timeout: seconds("QUEUE_TIMEOUT_SECONDS", args.queue_timeout_seconds)?,
+            shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         })
     }
@@ -405,6 +485,16 @@ mod tests {
     fn dev_mode_refuses_a_public_address() {
         let err = settings(&["--dev", "--listen", "0.0.0.0:8080"]).unwrap_err();
         assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_default_to_logtos_and_can_be_disabled() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.rate_limit_recipient.to_string(), "10/600");
+        assert_eq!(s.rate_limit_ip.to_string(), "100/600");
+        let s = settings(&["--rate-limit-recipient", "0", "--rate-limit-ip", "5/60"]).unwrap();
+        assert!(s.rate_limit_recipient.is_disabled());
+        assert_eq!(s.rate_limit_ip.count, 5);
     }
 
     #[test]

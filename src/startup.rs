@@ -13,11 +13,16 @@ use crate::builtin;
 use crate::connector::ConnectorConfig;
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, ReloadError, Reloader};
+use crate::idempotency::MemoryIdempotencyStore;
+use crate::limits::{MemoryLimits, SendGate};
 use crate::mailer::Mailer;
 use crate::outbox::Outbox;
 use crate::service::EmailService;
 use crate::ses::SesMailer;
 use crate::settings::{ConfigSource, Settings, Transport};
+
+/// Idempotency answers kept at most (each a few hundred bytes).
+const IDEMPOTENCY_MAX_ENTRIES: u64 = 100_000;
 
 /// A built, bound application, ready to serve.
 pub struct Application {
@@ -61,7 +66,12 @@ impl Application {
             }
             Transport::Ses => (Arc::new(SesMailer::new(&settings.ses).await), None),
         };
-        let service = Arc::new(EmailService::new(config, mailer));
+        let gate = SendGate::new(
+            settings.max_concurrent_sends,
+            settings.max_queued_sends,
+            settings.queue_timeout,
+        );
+        let service = Arc::new(EmailService::new(config, mailer, gate));
         let state = AppState {
             service,
             auth: Auth::new(&settings.tokens.send, &settings.tokens.admin, settings.dev),
@@ -69,6 +79,11 @@ impl Application {
             dev: settings.dev,
             draining: Arc::new(AtomicBool::new(false)),
             reloader,
+            limits: Arc::new(MemoryLimits::new(
+                settings.rate_limit_recipient,
+                settings.rate_limit_ip,
+            )),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_ENTRIES)),
         };
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -84,6 +99,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The router with this application's state, for driving it without a socket.
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone(), self.settings.request_timeout())
     }
 
     pub fn port(&self) -> u16 {
@@ -106,14 +126,22 @@ impl Application {
         spawn_reload_on_sighup(self.state.clone());
         let draining = self.state.draining.clone();
         let grace = self.settings.shutdown_grace;
+        let delay = self.settings.shutdown_delay;
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(self.state);
+        let app = router(self.state, self.settings.request_timeout());
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             stop.await;
             draining.store(true, Ordering::SeqCst);
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_seconds = delay.as_secs(),
+                    "shutting down: /readyz answers 503; still serving"
+                );
+                tokio::time::sleep(delay).await;
+            }
             tracing::info!(
                 grace_seconds = grace.as_secs(),
-                "shutting down: finishing requests in flight"
+                "shutting down: no new connections; finishing requests in flight"
             );
             let _ = stopped_tx.send(());
         });

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::connector::{Issue, ValidationReport};
+use crate::idempotency::KeyReused;
+use crate::limits::LimitExceeded;
 use crate::mailer::SendError;
 use crate::service::ServiceError;
 
@@ -186,6 +188,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<LimitExceeded> for ApiError {
+    fn from(exceeded: LimitExceeded) -> Self {
+        // Round up: retrying after this many seconds is accepted.
+        let seconds =
+            exceeded.retry_after.as_secs() + u64::from(exceeded.retry_after.subsec_nanos() > 0);
+        let seconds = u32::try_from(seconds.max(1)).unwrap_or(u32::MAX);
+        let what = match exceeded.limit {
+            "recipient" => "this recipient",
+            "ip" => "this client IP",
+            other => other,
+        };
+        Self {
+            limit: Some(exceeded.limit),
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                format!("too many codes sent to {what}; retry after {seconds} s"),
+            )
+        }
+    }
+}
+
+impl From<KeyReused> for ApiError {
+    fn from(error: KeyReused) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!("{error}; use a new key for a new request"),
+        )
+    }
+}
+
 impl From<SendError> for ApiError {
     fn from(error: SendError) -> Self {
         match error {
@@ -195,7 +230,7 @@ impl From<SendError> for ApiError {
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_exceeded",
-                    format!("SES is throttling sends; retry later ({message})"),
+                    format!("SES is throttling sends; retry shortly ({message})"),
                 )
             },
             SendError::QuotaExhausted { code, message } => Self {
@@ -258,6 +293,14 @@ impl From<ServiceError> for ApiError {
                 )
             },
             ServiceError::Send(send) => send.into(),
+            ServiceError::Overloaded(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "too many sends in flight; retry shortly",
+                )
+            },
         }
     }
 }

@@ -1,15 +1,21 @@
 //! `POST /v1/messages` (send a code) and `POST /v1/test-email` (send with an unsaved config).
 
+use std::future::Future;
+
 use axum::extract::State;
-use axum::Json;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Detail};
-use super::extract::JsonBody;
-use super::AppState;
+use super::extract::{Caller, JsonBody};
+use super::{AppState, Stored};
 use crate::address::Recipient;
 use crate::connector::{ConnectorConfig, Issue, UsageType};
+use crate::idempotency::{Completed, MAX_KEY_LEN};
 use crate::service::{SendRequest, Sent};
 use crate::template::TemplateChoice;
 
@@ -35,17 +41,30 @@ impl From<Sent> for SendResponse {
 
 pub async fn send(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<SendResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let request = parse_send(&body, None)?;
-    let sent = state.service.send(&request).await?;
-    Ok(Json(sent.into()))
+    let work = {
+        let state = state.clone();
+        async move {
+            state.limits.admit(&request.to, request.ip)?;
+            let sent = state.service.send(&request).await?;
+            Ok(json(SendResponse::from(sent)))
+        }
+    };
+    once(&state, &caller, "messages", key, &body, work).await
 }
 
 pub async fn test_email(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<SendResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let defaults = Defaults {
         usage_type: UsageType::Generic,
         payload: serde_json::json!({"code": "000000"}),
@@ -60,11 +79,98 @@ pub async fn test_email(
     }
     let config =
         ConnectorConfig::load(config_value).map_err(|report| ApiError::invalid_config(&report))?;
-    let sent = state.service.send_with(&config, &request).await?;
-    Ok(Json(SendResponse {
-        warnings: Some(config.warnings.clone()),
-        ..sent.into()
-    }))
+    let work = {
+        let state = state.clone();
+        async move {
+            let sent = state.service.send_with(&config, &request).await?;
+            Ok(json(SendResponse {
+                warnings: Some(config.warnings.clone()),
+                ..sent.into()
+            }))
+        }
+    };
+    once(&state, &caller, "test-email", key, &body, work).await
+}
+
+fn json(response: SendResponse) -> Value {
+    serde_json::to_value(response).unwrap_or(Value::Null)
+}
+
+/// The `Idempotency-Key` header, if any: at most 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = |message: String| {
+        ApiError::bad_request(
+            "the Idempotency-Key header is invalid",
+            vec![Detail::new("Idempotency-Key", message)],
+        )
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| invalid("must be visible ASCII characters".into()))?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(invalid(format!(
+            "must be 1 to {MAX_KEY_LEN} characters, got {}",
+            key.len()
+        )));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "must be visible ASCII characters without spaces".into(),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Run `work`, once per idempotency key when there is one.
+async fn once(
+    state: &AppState,
+    caller: &Caller,
+    route: &str,
+    key: Option<String>,
+    body: &Value,
+    work: impl Future<Output = Stored> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let Some(key) = key else {
+        return work.await.map(|value| Json(value).into_response());
+    };
+    let owner = caller
+        .token_id
+        .map(hex)
+        .unwrap_or_else(|| "open".to_owned());
+    let scoped = format!("{owner}:{route}:{key}");
+    // serde_json keeps object keys sorted, so equal JSON bodies hash alike.
+    let fingerprint: [u8; 32] = Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into();
+    let work = Box::pin(async move {
+        let value = work.await;
+        let keep = match &value {
+            Ok(_) => true,
+            // A definite answer is kept; a transient one (throttled, overloaded,
+            // unreachable, timed out) is not, so a retry with the key tries again.
+            Err(e) => {
+                e.status.is_client_error() && e.status.as_u16() != 429
+                    || e.code == "invalid_response"
+            }
+        };
+        Completed { value, keep }
+    });
+    let answer = state.idempotency.execute(scoped, fingerprint, work).await?;
+    let mut response = match answer.value {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => error.into_response(),
+    };
+    if answer.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn hex(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a test send uses when the body leaves a field out.

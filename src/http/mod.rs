@@ -20,6 +20,8 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::connector::{ConnectorConfig, ValidationReport};
+use crate::idempotency::IdempotencyStore;
+use crate::limits::SendLimiter;
 use crate::outbox::Outbox;
 use crate::service::EmailService;
 use error::ApiError;
@@ -54,7 +56,12 @@ pub struct AppState {
     pub dev: bool,
     pub draining: Arc<AtomicBool>,
     pub reloader: Reloader,
+    pub limits: Arc<dyn SendLimiter>,
+    pub idempotency: Arc<dyn IdempotencyStore<Stored>>,
 }
+
+/// A send's answer as kept for idempotent repeats.
+pub type Stored = Result<serde_json::Value, ApiError>;
 
 impl AppState {
     pub fn is_draining(&self) -> bool {
@@ -62,8 +69,8 @@ impl AppState {
     }
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API; `request_timeout` bounds each request.
+pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     let send = Router::new()
         .route("/v1/messages", post(messages::send))
         .layer(DefaultBodyLimit::max(SEND_BODY_LIMIT))
@@ -108,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }

@@ -22,6 +22,8 @@ pub struct AppOptions {
     pub ses_endpoint: Option<String>,
     pub ses: SesOptions,
     pub config_file: Option<std::path::PathBuf>,
+    /// Adjust the settings before the app is built.
+    pub tune: fn(&mut Settings),
 }
 
 impl Default for AppOptions {
@@ -32,6 +34,7 @@ impl Default for AppOptions {
             ses_endpoint: None,
             ses: fast_ses_options(),
             config_file: None,
+            tune: |_| {},
         }
     }
 }
@@ -122,7 +125,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     } else {
         options.transport
     };
-    let settings = Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         dev,
         transport,
@@ -134,8 +137,16 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
             endpoint: options.ses_endpoint,
             ..options.ses
         },
+        // Tests share recipients; the limit tests turn these on.
+        rate_limit_recipient: "0".parse().unwrap(),
+        rate_limit_ip: "0".parse().unwrap(),
+        max_concurrent_sends: 256,
+        max_queued_sends: 512,
+        queue_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
     };
+    (options.tune)(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

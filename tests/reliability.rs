@@ -1,0 +1,504 @@
+//! Idempotent retries, abuse limits, bounded work, graceful shutdown, hot reload and
+//! SES faults, against a programmable fake SES.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+fn signin(to: &str) -> Value {
+    json!({"to": to, "type": "SignIn", "payload": {"code": "123456"}})
+}
+
+async fn send_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Wait until the fake has received `n` sends (bounded).
+async fn until_received(fake: &FakeSes, n: usize) {
+    for _ in 0..500 {
+        if fake.requests().await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the fake SES did not receive {n} sends");
+}
+
+// --- idempotency ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_repeat_with_the_same_key_and_body_gets_the_same_answer_without_a_second_send() {
+    let fake = FakeSes::start().await;
+    fake.accepts("only-once").await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let first = send_with_key(&app, SEND_TOKEN, "key-1", &signin("u@example.com")).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let second = send_with_key(&app, SEND_TOKEN, "key-1", &signin("u@example.com")).await;
+
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    assert_eq!(fake.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn five_concurrent_duplicates_make_exactly_one_ses_call() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "one"}))
+            .set_delay(Duration::from_millis(300)),
+    )
+    .await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let body = signin("u@example.com");
+    let requests = (0..5).map(|_| send_with_key(&app, SEND_TOKEN, "dup", &body));
+    let responses = futures_util::future::join_all(requests).await;
+
+    for response in responses {
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.json::<Value>().await.unwrap()["messageId"], "one");
+    }
+    assert_eq!(fake.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_a_422() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+
+    send_with_key(&app, SEND_TOKEN, "k", &signin("a@example.com")).await;
+    let response = send_with_key(&app, SEND_TOKEN, "k", &signin("b@example.com")).await;
+
+    error_of(response, 422, "idempotency_key_reused").await;
+    assert_eq!(fake.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_to_the_calling_token() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+
+    send_with_key(&app, SEND_TOKEN, "shared", &signin("u@example.com")).await;
+    let other = send_with_key(&app, ADMIN_TOKEN, "shared", &signin("u@example.com")).await;
+
+    assert_eq!(other.status(), 200);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    assert_eq!(fake.requests().await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_over_long_or_malformed_key_is_a_400() {
+    let fake = FakeSes::start().await;
+    let app = app_with_fake_ses(&fake).await;
+    for key in ["k".repeat(256), "has space".to_owned()] {
+        let error = error_of(
+            send_with_key(&app, SEND_TOKEN, &key, &signin("u@example.com")).await,
+            400,
+            "invalid_request_parameters",
+        )
+        .await;
+        assert_eq!(error["details"][0]["path"], "Idempotency-Key");
+    }
+    let ok = send_with_key(&app, SEND_TOKEN, &"k".repeat(255), &signin("u@example.com")).await;
+    assert_ne!(ok.status(), 400);
+    assert!(fake.requests().await.len() <= 1);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_not_kept_so_a_retry_with_the_key_sends() {
+    let fake = FakeSes::start().await;
+    Mock::given(method("POST"))
+        .and(path(SEND_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("x-amzn-ErrorType", "TooManyRequestsException"),
+        )
+        .up_to_n_times(3)
+        .mount(&fake.server)
+        .await;
+    fake.accepts("second-try").await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let throttled = send_with_key(&app, SEND_TOKEN, "retry-me", &signin("u@example.com")).await;
+    error_of(throttled, 429, "rate_limit_exceeded").await;
+    let retried = send_with_key(&app, SEND_TOKEN, "retry-me", &signin("u@example.com")).await;
+
+    assert_eq!(retried.status(), 200);
+    assert_eq!(
+        retried.json::<Value>().await.unwrap()["messageId"],
+        "second-try"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_is_kept_so_a_repeat_does_not_call_ses_again() {
+    let fake = FakeSes::start().await;
+    fake.fails_with(400, "MessageRejected", "Email address is not verified.")
+        .await;
+    let app = app_with_fake_ses(&fake).await;
+
+    error_of(
+        send_with_key(&app, SEND_TOKEN, "rej", &signin("u@example.com")).await,
+        502,
+        "invalid_response",
+    )
+    .await;
+    let repeat = send_with_key(&app, SEND_TOKEN, "rej", &signin("u@example.com")).await;
+
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    error_of(repeat, 502, "invalid_response").await;
+    assert_eq!(fake.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn test_emails_are_idempotent_too() {
+    let fake = FakeSes::start().await;
+    fake.accepts("test").await;
+    let app = app_with_fake_ses(&fake).await;
+    let body = json!({"config": logto_config(), "to": "admin@example.com"});
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/v1/test-email"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("idempotency-key", "test-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(fake.requests().await.len(), 1);
+}
+
+// --- rate limits ----------------------------------------------------------------
+
+fn with_default_limits(settings: &mut ses_connector::settings::Settings) {
+    settings.rate_limit_recipient = "10/600".parse().unwrap();
+    settings.rate_limit_ip = "100/600".parse().unwrap();
+}
+
+#[tokio::test]
+async fn the_eleventh_send_to_a_recipient_in_ten_minutes_is_a_429() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: with_default_limits,
+        ..AppOptions::default()
+    })
+    .await;
+
+    for i in 0..10 {
+        let to = if i % 2 == 0 {
+            "user@example.com"
+        } else {
+            "USER@example.com"
+        };
+        assert_eq!(app.send(&signin(to)).await.status(), 200, "send {i}");
+    }
+    let response = app.send(&signin("User@Example.com")).await;
+
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry_after), "{retry_after}");
+    let error = error_of(response, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "recipient");
+    assert_eq!(fake.requests().await.len(), 10);
+    assert_eq!(
+        app.send(&signin("someone-else@example.com")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_ip_limit_counts_sends_from_one_client_ip() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.rate_limit_ip = "3/60".parse().unwrap(),
+        ..AppOptions::default()
+    })
+    .await;
+    let from_ip = |i: usize, ip: &str| json!({"to": format!("u{i}@example.com"), "type": "SignIn", "payload": {"code": "1"}, "ip": ip});
+
+    for i in 0..3 {
+        assert_eq!(app.send(&from_ip(i, "203.0.113.7")).await.status(), 200);
+    }
+    let error = error_of(
+        app.send(&from_ip(3, "203.0.113.7")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+
+    assert_eq!(error["limit"], "ip");
+    assert_eq!(app.send(&from_ip(4, "198.51.100.1")).await.status(), 200);
+    assert_eq!(app.send(&from_ip(5, "2001:db8::1")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn limits_set_to_zero_are_off() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+    for _ in 0..15 {
+        assert_eq!(app.send(&signin("same@example.com")).await.status(), 200);
+    }
+}
+
+// --- bounded work ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_burst_far_above_the_cap_gets_an_answer_for_every_request() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "slow"}))
+            .set_delay(Duration::from_millis(400)),
+    )
+    .await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| {
+            s.max_concurrent_sends = 2;
+            s.max_queued_sends = 2;
+            s.queue_timeout = Duration::from_millis(100);
+        },
+        ..AppOptions::default()
+    })
+    .await;
+
+    let bodies: Vec<Value> = (0..40)
+        .map(|i| signin(&format!("u{i}@example.com")))
+        .collect();
+    let burst = bodies.iter().map(|body| app.send(body));
+    let responses = futures_util::future::join_all(burst).await;
+
+    let mut sent = 0;
+    let mut refused = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            200 => sent += 1,
+            503 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                error_of(response, 503, "service_unavailable").await;
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(sent + refused, 40);
+    assert!(sent >= 2 && refused > 0, "sent {sent}, refused {refused}");
+    assert_eq!(
+        fake.requests().await.len(),
+        sent,
+        "every 200 is one SES call; no refused one reached SES"
+    );
+    assert_eq!(
+        app.send(&signin("after@example.com")).await.status(),
+        200,
+        "capacity comes back"
+    );
+}
+
+// --- graceful shutdown ----------------------------------------------------------
+
+#[tokio::test]
+async fn sends_in_flight_at_shutdown_all_finish_with_200() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "finished"}))
+            .set_delay(Duration::from_millis(500)),
+    )
+    .await;
+    let app = app_with_fake_ses(&fake).await;
+    let client = app.client.clone();
+    let url = app.url("/v1/messages");
+    let in_flight: Vec<_> = (0..5)
+        .map(|i| {
+            let request = client
+                .post(&url)
+                .bearer_auth(SEND_TOKEN)
+                .json(&signin(&format!("u{i}@example.com")));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    until_received(&fake, 5).await;
+
+    app.stop().await.expect("the server stops cleanly");
+
+    for request in in_flight {
+        let response = request
+            .await
+            .unwrap()
+            .expect("an answer, not a dropped connection");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["messageId"],
+            "finished"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readyz_turns_503_when_draining_begins() {
+    let app = spawn_app(AppOptions {
+        transport: ses_connector::settings::Transport::Outbox,
+        tune: |s| s.shutdown_delay = Duration::from_secs(20),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    let client = app.client.clone();
+    let readyz = app.url("/readyz");
+    let healthz = app.url("/healthz");
+
+    let stopping = tokio::spawn(app.stop());
+    let mut status = 200;
+    for _ in 0..500 {
+        status = client.get(&readyz).send().await.unwrap().status().as_u16();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert_eq!(status, 503);
+    assert_eq!(
+        client.get(&healthz).send().await.unwrap().status(),
+        200,
+        "alive while draining"
+    );
+    stopping.abort();
+}
+
+// --- hot reload -----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_send_in_flight_during_a_reload_finishes_on_its_config() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "x"}))
+            .set_delay(Duration::from_millis(300)),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, logto_config().to_string()).unwrap();
+    let app = spawn_app(AppOptions {
+        config_file: Some(file.clone()),
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let request = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&signin("u@example.com"));
+    let in_flight = tokio::spawn(async move { request.send().await });
+    until_received(&fake, 1).await;
+    let mut changed = logto_config();
+    changed["emailAddress"] = json!("changed@example.com");
+    std::fs::write(&file, changed.to_string()).unwrap();
+    assert_eq!(
+        app.post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await
+            .status(),
+        200
+    );
+
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    assert_eq!(app.send(&signin("v@example.com")).await.status(), 200);
+    let requests = fake.requests().await;
+    assert_eq!(
+        requests[0]["FromEmailAddress"],
+        "Acme <noreply@example.com>"
+    );
+    assert_eq!(requests[1]["FromEmailAddress"], "changed@example.com");
+}
+
+// --- SES faults -----------------------------------------------------------------
+
+/// A TCP server that accepts connections and drops them without answering.
+async fn dropping_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_a_502_and_the_service_stays_ready() {
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(dropping_server().await),
+        ..AppOptions::default()
+    })
+    .await;
+    error_of(app.send(&signin("u@example.com")).await, 502, "general").await;
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn after_every_kind_of_ses_fault_the_service_stays_ready() {
+    let faults: Vec<(ResponseTemplate, u16)> = vec![
+        (
+            ResponseTemplate::new(429)
+                .insert_header("x-amzn-ErrorType", "TooManyRequestsException"),
+            429,
+        ),
+        (
+            ResponseTemplate::new(400)
+                .insert_header("x-amzn-ErrorType", "MessageRejected")
+                .set_body_json(json!({"message": "no"})),
+            502,
+        ),
+        (
+            ResponseTemplate::new(400).insert_header("x-amzn-ErrorType", "SendingPausedException"),
+            503,
+        ),
+        (ResponseTemplate::new(500), 502),
+        (ResponseTemplate::new(200).set_body_string("not json"), 502),
+    ];
+    for (fault, status) in faults {
+        let fake = FakeSes::start().await;
+        fake.answer(fault).await;
+        let app = app_with_fake_ses(&fake).await;
+        assert_eq!(
+            app.send(&signin("u@example.com")).await.status().as_u16(),
+            status
+        );
+        assert_eq!(app.get("/readyz", None).await.status(), 200);
+    }
+}
