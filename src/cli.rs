@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a connector config; exit 0 valid, 1 invalid, 2 unreadable.
     Validate {
         /// Config file (JSON).
@@ -90,7 +90,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(command) => {
             let level = std::env::var("SES_CONNECTOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
             telemetry::init(LogFormat::Text, &level);

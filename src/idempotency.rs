@@ -65,7 +65,7 @@ impl<T: Clone + Send + Sync + 'static> MemoryIdempotencyStore<T> {
     }
 
     /// Entries held now (for tests and metrics).
-    pub async fn len(&self) -> u64 {
+    pub async fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
@@ -228,6 +228,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(store.len().await <= 10);
+        assert!(store.entry_count().await <= 10);
     }
 }
