@@ -105,7 +105,32 @@ impl Drop for TestApp {
     }
 }
 
+/// Build (and bind) the application without serving it.
+pub async fn build_app(options: AppOptions) -> Application {
+    let (app, _) = build(options).await;
+    app
+}
+
 pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let (app, transport) = build(options).await;
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        stop: Some(stop_tx),
+        server: Some(server),
+        outbox: transport == Transport::Outbox,
+    }
+}
+
+async fn build(options: AppOptions) -> (Application, Transport) {
     let dev = options.config.is_none() && options.config_file.is_none();
     let config_source = match (&options.config_file, &options.config) {
         (Some(path), _) => ConfigSource::File(path.clone()),
@@ -148,21 +173,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     };
     (options.tune)(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
-    TestApp {
-        address,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-        stop: Some(stop_tx),
-        server: Some(server),
-        outbox: transport == Transport::Outbox,
-    }
+    (app, transport)
 }
 
 pub fn template(usage: &str) -> Value {
