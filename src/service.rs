@@ -10,6 +10,7 @@ use crate::address::Recipient;
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::limits::{Overloaded, SendGate};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
+use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
 
 /// One verification email to send, as parsed from a request.
@@ -98,10 +99,23 @@ impl EmailService {
         request: &SendRequest,
     ) -> Result<Sent, ServiceError> {
         let (email, template) = compose(config, request)?;
-        let _slot = self.gate.enter().await?;
+        let _slot = self.gate.enter().await.inspect_err(|_| {
+            metrics::counter!(names::OVERLOADED).increment(1);
+        })?;
+        let in_flight = metrics::gauge!(names::IN_FLIGHT);
+        in_flight.increment(1.0);
         let started = Instant::now();
         let result = self.mailer.send(&email).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        in_flight.decrement(1.0);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let label = match &result {
+            Ok(_) => "sent",
+            Err(e) => outcome(e),
+        };
+        metrics::counter!(names::SENDS, "usage_type" => request.usage_type.as_str(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!(names::SES_DURATION, "outcome" => label).record(elapsed.as_secs_f64());
         let locale = template.locale.as_deref().unwrap_or("");
         let recipient = request.to.masked();
         match &result {

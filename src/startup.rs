@@ -20,6 +20,7 @@ use crate::outbox::Outbox;
 use crate::service::EmailService;
 use crate::ses::SesMailer;
 use crate::settings::{ConfigSource, Settings, Transport};
+use crate::telemetry::{self, names};
 
 /// Idempotency answers kept at most (each a few hundred bytes).
 const IDEMPOTENCY_MAX_ENTRIES: u64 = 100_000;
@@ -34,6 +35,7 @@ pub struct Application {
 impl Application {
     /// Load and validate the config, build the transport, bind the port (0 works).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        telemetry::metrics_handle();
         let reloader = reloader(&settings);
         let config = reloader().map_err(|e| match e {
             ReloadError::Unreadable(message) => anyhow::anyhow!("{message}"),
@@ -223,6 +225,8 @@ fn spawn_reload_on_sighup(state: AppState) {
         while hangups.recv().await.is_some() {
             match (state.reloader)() {
                 Ok(config) => {
+                    metrics::counter!(names::RELOADS, "outcome" => "ok", "trigger" => "sighup")
+                        .increment(1);
                     tracing::info!(
                         templates = config.templates.len(),
                         "config reloaded on SIGHUP"
@@ -230,9 +234,11 @@ fn spawn_reload_on_sighup(state: AppState) {
                     state.service.replace_config(config);
                 }
                 Err(ReloadError::Invalid(report)) => {
+                    metrics::counter!(names::RELOADS, "outcome" => "invalid", "trigger" => "sighup").increment(1);
                     tracing::error!(errors = report.errors.len(), "config reload on SIGHUP refused: the new config is invalid; the old one keeps serving");
                 }
                 Err(ReloadError::Unreadable(message)) => {
+                    metrics::counter!(names::RELOADS, "outcome" => "unreadable", "trigger" => "sighup").increment(1);
                     tracing::error!(%message, "config reload on SIGHUP refused; the old config keeps serving");
                 }
             }

@@ -23,3 +23,75 @@ pub fn init(format: LogFormat, filter: &str) {
     // Tests may install a subscriber more than once; the first one stays.
     drop(result);
 }
+
+/// Metric names: one place, so code, README and dashboards agree.
+pub mod names {
+    /// Sends by `usage_type` and `outcome` (`sent`, `rejected`, `throttled`, …).
+    pub const SENDS: &str = "ses_connector_sends_total";
+    /// SES call latency in seconds, by `outcome`.
+    pub const SES_DURATION: &str = "ses_connector_ses_request_duration_seconds";
+    /// Sends in flight to SES now.
+    pub const IN_FLIGHT: &str = "ses_connector_sends_in_flight";
+    /// HTTP requests by `route`, `method` and `status`.
+    pub const HTTP_REQUESTS: &str = "ses_connector_http_requests_total";
+    /// HTTP request latency in seconds, by `route`.
+    pub const HTTP_DURATION: &str = "ses_connector_http_request_duration_seconds";
+    /// Requests refused by a rate limit, by `limit` (`recipient`, `ip`, `ses`).
+    pub const RATE_LIMITED: &str = "ses_connector_rate_limited_total";
+    /// Config reloads by `outcome` (`ok`, `invalid`, `unreadable`) and `trigger`.
+    pub const RELOADS: &str = "ses_connector_config_reloads_total";
+    /// Requests answered from the idempotency store.
+    pub const IDEMPOTENT_REPLAYS: &str = "ses_connector_idempotent_replays_total";
+    /// Sends refused because too many were in flight.
+    pub const OVERLOADED: &str = "ses_connector_overloaded_total";
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const SECONDS: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (tests); the handle still renders ours.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use names::*;
+    metrics::describe_counter!(
+        SENDS,
+        "Emails handed to the transport, by usage type and outcome"
+    );
+    metrics::describe_histogram!(
+        SES_DURATION,
+        metrics::Unit::Seconds,
+        "SES SendEmail latency, retries included"
+    );
+    metrics::describe_gauge!(IN_FLIGHT, "Sends in flight to the transport");
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    metrics::describe_counter!(RELOADS, "Config reloads by outcome");
+    metrics::describe_counter!(
+        IDEMPOTENT_REPLAYS,
+        "Requests answered from the idempotency store"
+    );
+    metrics::describe_counter!(OVERLOADED, "Sends refused because too many were in flight");
+}

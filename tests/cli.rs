@@ -402,6 +402,87 @@ async fn an_empty_service_endpoint_variable_counts_as_unset() {
     assert_eq!(fake.requests().await.len(), 1);
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_config_file_and_an_invalid_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let server = Server::start({
+        let mut c = command();
+        c.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            "outbox",
+            "--config",
+        ])
+        .arg(&path)
+        .env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN);
+        c
+    });
+    let client = reqwest::Client::new();
+    let subject = || async {
+        let preview: Value = client
+            .post(server.url("/v1/preview"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"type": "SignIn", "payload": {"application": {"name": "A"}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        preview["subject"].as_str().unwrap().to_owned()
+    };
+    let hangup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    assert_eq!(subject().await, "Your A code");
+
+    let mut changed = logto_config();
+    changed["templates"][0]["subject"] = json!("Reloaded {{application.name}}");
+    write_config(&dir, &changed);
+    hangup();
+    let mut now = String::new();
+    for _ in 0..500 {
+        now = subject().await;
+        if now != "Your A code" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(now, "Reloaded A");
+
+    std::fs::write(&path, "{\"region\": 1}").unwrap();
+    hangup();
+    let mut refused = false;
+    for _ in 0..500 {
+        if server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("reload on SIGHUP refused"))
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "an error line says the reload was refused");
+    assert_eq!(
+        subject().await,
+        "Reloaded A",
+        "the old config keeps serving"
+    );
+    let (code, _) = server.stop();
+    assert_eq!(code, 0);
+}
+
 fn moto_url() -> String {
     std::env::var("MOTO_URL")
         .ok()

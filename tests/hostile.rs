@@ -623,6 +623,7 @@ async fn hostile_requests_get_a_4xx_in_the_error_shape_and_never_reach_ses() {
     let app = app_with_fake_ses(&fake).await;
     let cases = cases();
     assert!(cases.len() >= 40, "the battery has {} cases", cases.len());
+    eprintln!("{} hostile cases", cases.len());
 
     for case in cases {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();

@@ -11,6 +11,7 @@ use super::messages::kind;
 use super::{AppState, ReloadError};
 use crate::connector::{self, ConnectorConfig, Issue, UsageType, ValidationReport};
 use crate::service::EmailService;
+use crate::telemetry::names;
 use crate::template::TemplateChoice;
 
 pub async fn validate(JsonBody(body): JsonBody) -> Json<ValidationReport> {
@@ -118,6 +119,8 @@ pub struct ReloadResponse {
 pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
     let config = (state.reloader)().map_err(|e| match e {
         ReloadError::Invalid(report) => {
+            metrics::counter!(names::RELOADS, "outcome" => "invalid", "trigger" => "api")
+                .increment(1);
             tracing::error!(
                 errors = report.errors.len(),
                 "config reload refused: the new config is invalid"
@@ -125,6 +128,8 @@ pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse
             ApiError::invalid_config(&report)
         }
         ReloadError::Unreadable(message) => {
+            metrics::counter!(names::RELOADS, "outcome" => "unreadable", "trigger" => "api")
+                .increment(1);
             tracing::error!(%message, "config reload refused: the config cannot be read");
             ApiError {
                 details: vec![Detail::new("", message)],
@@ -142,6 +147,7 @@ pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse
         warnings: config.warnings.clone(),
     };
     state.service.replace_config(config);
+    metrics::counter!(names::RELOADS, "outcome" => "ok", "trigger" => "api").increment(1);
     tracing::info!(templates = response.templates, "config reloaded");
     Ok(Json(response))
 }

@@ -162,6 +162,7 @@ async fn once(
         Err(error) => error.into_response(),
     };
     if answer.replayed {
+        metrics::counter!(crate::telemetry::names::IDEMPOTENT_REPLAYS).increment(1);
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));

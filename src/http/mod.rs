@@ -24,6 +24,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::limits::SendLimiter;
 use crate::outbox::Outbox;
 use crate::service::EmailService;
+use crate::telemetry::names;
 use error::ApiError;
 use extract::Auth;
 
@@ -113,6 +114,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .merge(pages)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -151,6 +153,7 @@ async fn request_context(req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let error = response.extensions_mut().remove::<ApiError>();
+    let limited = error.as_ref().and_then(|e| e.limit);
     let error = match error {
         Some(error) => Some(error),
         // A status made outside a handler (e.g. by a layer) still gets the error shape.
@@ -177,12 +180,26 @@ async fn request_context(req: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!(
+        names::HTTP_REQUESTS,
+        "route" => route.clone(),
+        "method" => method.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    if let Some(limit) = limited {
+        metrics::counter!(names::RATE_LIMITED, "limit" => limit).increment(1);
+    }
     let _entered = span.enter();
     tracing::info!(
         method = %method,
         route,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
     response

@@ -28,3 +28,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let templates = state.service.config().templates.len();
     Ok(Json(json!({"status": "ready", "templates": templates})))
 }
+
+/// Prometheus text exposition.
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics_handle().render(),
+    )
+}

@@ -1,0 +1,162 @@
+//! `/metrics` moves with the work the service does.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_and_histograms_move_with_sends() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.rate_limit_recipient = "2/600".parse().unwrap(),
+        ..AppOptions::default()
+    })
+    .await;
+    let scrape = || async {
+        let response = app.get("/metrics", None).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+
+    for _ in 0..3 {
+        app.send(&json!({"to": "m@example.com", "type": "SignIn", "payload": {"code": "1"}}))
+            .await;
+    }
+    app.send(&json!({"to": "n@example.com", "type": "Register", "payload": {"code": "1"}}))
+        .await;
+    let after = scrape().await;
+
+    let delta =
+        |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    assert_eq!(
+        delta(
+            "ses_connector_sends_total",
+            &["usage_type=\"SignIn\"", "outcome=\"sent\""]
+        ),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(
+            "ses_connector_sends_total",
+            &["usage_type=\"Register\"", "outcome=\"sent\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "ses_connector_ses_request_duration_seconds_count",
+            &["outcome=\"sent\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        delta("ses_connector_rate_limited_total", &["limit=\"recipient\""]),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "ses_connector_http_requests_total",
+            &["route=\"/v1/messages\"", "status=\"200\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        delta(
+            "ses_connector_http_requests_total",
+            &["route=\"/v1/messages\"", "status=\"429\""]
+        ),
+        1.0
+    );
+    assert!(
+        delta(
+            "ses_connector_http_request_duration_seconds_count",
+            &["route=\"/v1/messages\""]
+        ) >= 4.0
+    );
+    assert!(after.contains("ses_connector_sends_in_flight"), "{after}");
+}
+
+#[tokio::test]
+async fn reloads_are_counted_by_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, logto_config().to_string()).unwrap();
+    let app = spawn_app(AppOptions {
+        config_file: Some(path.clone()),
+        transport: ses_connector::settings::Transport::Outbox,
+        ..AppOptions::default()
+    })
+    .await;
+    let reloads = |text: &str, outcome: &str| {
+        sample(
+            text,
+            "ses_connector_config_reloads_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        )
+    };
+    let before = app.get("/metrics", None).await.text().await.unwrap();
+
+    assert_eq!(
+        app.post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await
+            .status(),
+        200
+    );
+    std::fs::write(&path, "{}").unwrap();
+    assert_eq!(
+        app.post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await
+            .status(),
+        422
+    );
+    std::fs::write(&path, "not json").unwrap();
+    assert_eq!(
+        app.post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await
+            .status(),
+        422
+    );
+    let after = app.get("/metrics", None).await.text().await.unwrap();
+
+    assert_eq!(reloads(&after, "ok") - reloads(&before, "ok"), 1.0);
+    assert_eq!(
+        reloads(&after, "invalid") - reloads(&before, "invalid"),
+        1.0
+    );
+    assert_eq!(
+        reloads(&after, "unreadable") - reloads(&before, "unreadable"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_never_carry_recipients_codes_or_secrets() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+    app.send(&json!({"to": "private.person@example.com", "type": "SignIn", "payload": {"code": "777333"}})).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    for secret in ["private.person", "777333", SECRET, SEND_TOKEN] {
+        assert!(!text.contains(secret), "{secret} in metrics");
+    }
+}
