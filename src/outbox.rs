@@ -13,7 +13,7 @@ use crate::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
 pub const OUTBOX_CAPACITY: usize = 200;
 
 /// One email as the outbox shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxEmail {
     pub message_id: String,

@@ -59,7 +59,7 @@ pub struct RenderError {
 }
 
 /// The template chosen for a send, as reported to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateChoice {
     pub usage_type: String,

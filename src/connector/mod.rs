@@ -1,6 +1,7 @@
 //! The customer's connector config: Logto's AWS SES connector fields, validated into a
 //! parsed form whose values cannot be invalid.
 
+mod document;
 mod types;
 mod validate;
 
@@ -9,6 +10,7 @@ use std::fmt;
 use secrecy::SecretString;
 use serde_json::Value;
 
+pub use document::{ConnectorConfigDocument, ContentTypeName, TemplateDocument};
 pub use types::{ConfigurationSetName, IdentityArn, Locale, Region, UsageType};
 pub use validate::{validate, Issue, IssueCode, ValidationReport};
 

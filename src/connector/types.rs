@@ -3,7 +3,18 @@
 use std::fmt;
 
 /// Logto's `TemplateType`: what a verification email is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+)]
 pub enum UsageType {
     SignIn,
     Register,

@@ -12,7 +12,7 @@ use crate::address::Mailbox;
 use crate::template::{ContentType, TemplateSet, TemplateSource};
 
 /// What kind of problem an [`Issue`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IssueCode {
     Required,
@@ -30,7 +30,7 @@ pub enum IssueCode {
 }
 
 /// One problem in a config, with the path of the value at fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Issue {
     pub path: String,
     pub code: IssueCode,
@@ -38,14 +38,14 @@ pub struct Issue {
 }
 
 /// The result of validating a config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ValidationReport {
     pub valid: bool,
     pub errors: Vec<Issue>,
     pub warnings: Vec<Issue>,
 }
 
-const CONFIG_FIELDS: &[&str] = &[
+pub(super) const CONFIG_FIELDS: &[&str] = &[
     "accessKeyId",
     "accessKeySecret",
     "region",
@@ -58,7 +58,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "replyTo",
 ];
 
-const TEMPLATE_FIELDS: &[&str] = &[
+pub(super) const TEMPLATE_FIELDS: &[&str] = &[
     "usageType",
     "subject",
     "content",

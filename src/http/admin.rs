@@ -8,18 +8,33 @@ use serde_json::{Map, Value};
 use super::error::{ApiError, Detail};
 use super::extract::JsonBody;
 use super::messages::kind;
+use super::openapi::{ErrorBody, PreviewBody};
 use super::{AppState, ReloadError};
+use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, ConnectorConfig, Issue, UsageType, ValidationReport};
 use crate::service::EmailService;
 use crate::telemetry::names;
 use crate::template::TemplateChoice;
 
+/// Validate a config: every problem at once, valid or not.
+#[utoipa::path(post, path = "/v1/config/validate", tag = "admin",
+    request_body(content = Object, description = "A connector config (see the ConnectorConfig schema); any JSON is reported on"),
+    responses(
+        (status = 200, description = "The validation report", body = ValidationReport),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn validate(JsonBody(body): JsonBody) -> Json<ValidationReport> {
     Json(connector::validate(&body))
 }
 
 /// What `POST /v1/preview` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviewResponse {
     pub subject: String,
@@ -30,6 +45,19 @@ pub struct PreviewResponse {
     pub template: TemplateChoice,
 }
 
+/// Render what a send would send, without sending.
+#[utoipa::path(post, path = "/v1/preview", tag = "admin", request_body = PreviewBody,
+    responses(
+        (status = 200, description = "The rendered email", body = PreviewResponse),
+        (status = 422, description = "Invalid config or no template", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn preview(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -104,18 +132,43 @@ pub async fn preview(
     }))
 }
 
+/// The active config, secrets masked.
+#[utoipa::path(get, path = "/v1/config", tag = "admin",
+    responses(
+        (status = 200, description = "The active config with accessKeySecret as \"********\"", body = ConnectorConfigDocument),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn config(State(state): State<AppState>) -> Json<Value> {
     Json(state.service.config().redacted())
 }
 
 /// What a successful reload answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReloadResponse {
     pub reloaded: bool,
     pub templates: usize,
     pub warnings: Vec<Issue>,
 }
 
+/// Re-read the config source; an invalid one is refused and the old one keeps serving.
+#[utoipa::path(post, path = "/v1/config/reload", tag = "admin",
+    responses(
+        (status = 200, description = "Reloaded", body = ReloadResponse),
+        (status = 422, description = "The new config is invalid or unreadable", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
     let config = (state.reloader)().map_err(|e| match e {
         ReloadError::Invalid(report) => {

@@ -11,7 +11,7 @@ use crate::mailer::SendError;
 use crate::service::ServiceError;
 
 /// One field-level problem.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,7 +43,7 @@ impl From<&Issue> for Detail {
 }
 
 /// SES's own reason for refusing, returned because the caller needs it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SesReason {
     pub code: String,
     pub message: String,
@@ -51,18 +51,23 @@ pub struct SesReason {
 
 /// An API error. Handlers return it with `?`; the request middleware renders it with
 /// the request id and logs it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
+    /// Machine-readable code, e.g. `invalid_request_parameters`.
+    #[schema(value_type = String, example = "invalid_request_parameters")]
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<Detail>,
     /// Which limit was hit, for 429s.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "recipient")]
     pub limit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<SesReason>)]
     pub ses: Option<Box<SesReason>>,
     #[serde(skip)]
     pub retry_after: Option<u32>,

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Detail};
 use super::extract::{Caller, JsonBody};
+use super::openapi::{ErrorBody, SendBody, TestEmailBody};
 use super::{AppState, Stored};
 use crate::address::Recipient;
 use crate::connector::{ConnectorConfig, Issue, UsageType};
@@ -20,7 +21,7 @@ use crate::service::{SendRequest, Sent};
 use crate::template::TemplateChoice;
 
 /// The answer to a send.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendResponse {
     pub message_id: String,
@@ -39,6 +40,23 @@ impl From<Sent> for SendResponse {
     }
 }
 
+/// Send a verification email (the body Logto's HTTP Email connector posts).
+#[utoipa::path(post, path = "/v1/messages", tag = "send", request_body = SendBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+    responses(
+        (status = 200, description = "Sent", body = SendResponse),
+        (status = 422, description = "No template, idempotency key reused, or invalid config", body = ErrorBody),
+        (status = 429, description = "A rate limit or SES throttling; see Retry-After", body = ErrorBody),
+        (status = 502, description = "SES rejected the message or is unreachable", body = ErrorBody),
+        (status = 503, description = "SES quota/paused, or too many sends in flight", body = ErrorBody),
+        (status = 504, description = "SES did not answer in time", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn send(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -58,6 +76,23 @@ pub async fn send(
     once(&state, &caller, "messages", key, &body, work).await
 }
 
+/// Send a test email with an unsaved config (Generic, code 000000 by default).
+#[utoipa::path(post, path = "/v1/test-email", tag = "admin", request_body = TestEmailBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+    responses(
+        (status = 200, description = "Sent; with the config's warnings", body = SendResponse),
+        (status = 422, description = "No template, idempotency key reused, or invalid config", body = ErrorBody),
+        (status = 429, description = "A rate limit or SES throttling; see Retry-After", body = ErrorBody),
+        (status = 502, description = "SES rejected the message or is unreachable", body = ErrorBody),
+        (status = 503, description = "SES quota/paused, or too many sends in flight", body = ErrorBody),
+        (status = 504, description = "SES did not answer in time", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token on an admin route", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn test_email(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

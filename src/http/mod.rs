@@ -4,8 +4,9 @@ mod admin;
 pub mod error;
 pub mod extract;
 mod messages;
+pub mod openapi;
 mod ops;
-mod outbox;
+pub(crate) mod outbox;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -6,14 +6,23 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+#[allow(unused_imports)]
+use super::openapi::{ErrorBody, Status};
 use super::AppState;
 
 /// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Status), (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 200 when a config is loaded and the service is not draining.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Draining", body = ErrorBody),
+        (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.is_draining() {
         return Err(ApiError {
@@ -30,6 +39,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = "default", description = "Error", body = ErrorBody)))]
 pub async fn metrics() -> impl axum::response::IntoResponse {
     (
         [(
@@ -37,5 +50,17 @@ pub async fn metrics() -> impl axum::response::IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         crate::telemetry::metrics_handle().render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = Object),
+        (status = "default", description = "Error", body = ErrorBody)))]
+pub async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::openapi_json(),
     )
 }

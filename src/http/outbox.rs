@@ -5,9 +5,19 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::outbox::OutboxEmail;
 
+/// The outbox, newest first (outbox transport only; open in dev mode).
+#[utoipa::path(get, path = "/v1/outbox", tag = "admin",
+    responses(
+        (status = 200, description = "Emails kept by the outbox transport", body = Vec<OutboxEmail>),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "A send token", body = ErrorBody),
+        (status = 404, description = "The outbox transport is not in use", body = ErrorBody),
+        (status = "default", description = "Any other error", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list_json(State(state): State<AppState>) -> Result<Json<Vec<OutboxEmail>>, ApiError> {
     let outbox = state
         .outbox
@@ -16,6 +26,12 @@ pub async fn list_json(State(state): State<AppState>) -> Result<Json<Vec<OutboxE
     Ok(Json(outbox.list()))
 }
 
+/// The outbox as a web page (outbox transport only; open in dev mode, admin otherwise).
+#[utoipa::path(get, path = "/outbox", tag = "admin",
+    responses(
+        (status = 200, description = "The list page", body = String, content_type = "text/html"),
+        (status = "default", description = "Not in use, or not allowed", body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     let outbox = state
         .outbox
@@ -49,6 +65,13 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     ))
 }
 
+/// One email as rendered HTML (sandboxed iframe) and as text.
+#[utoipa::path(get, path = "/outbox/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "The email page", body = String, content_type = "text/html"),
+        (status = "default", description = "No such email, not in use, or not allowed", body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn email_page(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,0 +1,152 @@
+//! The API contract: request and response shapes, and the OpenAPI 3.1 document
+//! generated from them and from the handlers' annotations.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::error::{ApiError, Detail, SesReason};
+use crate::connector::{
+    ConnectorConfigDocument, ContentTypeName, Issue, IssueCode, TemplateDocument, UsageType,
+    ValidationReport,
+};
+use crate::outbox::OutboxEmail;
+use crate::template::TemplateChoice;
+
+/// The body Logto's HTTP Email connector posts.
+#[derive(Debug, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[schemars(title = "SendRequest")]
+#[schema(as = SendRequest)]
+pub struct SendBody {
+    /// One bare address: no display name, no list, ASCII, at most 254 characters.
+    #[schemars(length(min = 3, max = 254), email)]
+    #[schema(min_length = 3, max_length = 254, format = Email, example = "user@example.com")]
+    pub to: String,
+    /// What the code is for.
+    #[serde(rename = "type")]
+    pub usage_type: UsageType,
+    /// Template variables: `code`, `link`, `locale`, `uiLocales`, `application`, … (absent: `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, example = json!({"code": "123456", "locale": "en"}))]
+    pub payload: Option<Map<String, Value>>,
+    /// The end user's IP address, for the per-IP rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "203.0.113.7")]
+    pub ip: Option<String>,
+}
+
+/// A test send with an unsaved config.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = TestEmailRequest)]
+pub struct TestEmailBody {
+    pub config: ConnectorConfigDocument,
+    #[schema(min_length = 3, max_length = 254, format = Email, example = "admin@example.com")]
+    pub to: String,
+    /// Default `Generic`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub usage_type: Option<UsageType>,
+    /// Default `{"code": "000000"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Map<String, Value>>,
+}
+
+/// What to render.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = PreviewRequest)]
+pub struct PreviewBody {
+    #[serde(rename = "type")]
+    pub usage_type: UsageType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Map<String, Value>>,
+    /// A config to render with instead of the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConnectorConfigDocument>,
+}
+
+/// Every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error: ApiError,
+    pub request_id: String,
+}
+
+/// Liveness and readiness answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// Templates in the active config (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<usize>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ses-connector",
+        description = "Send verification-code emails through Amazon SES v2; a drop-in for Logto's AWS SES connector. Send routes take a send or admin token, admin routes an admin token.",
+        license(name = "MIT")
+    ),
+    paths(
+        super::messages::send,
+        super::messages::test_email,
+        super::admin::validate,
+        super::admin::preview,
+        super::admin::config,
+        super::admin::reload,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+        super::ops::openapi,
+        super::outbox::list_json,
+        super::outbox::page,
+        super::outbox::email_page,
+    ),
+    components(schemas(
+        SendBody, TestEmailBody, PreviewBody, ErrorBody, ApiError, Detail, SesReason, Status,
+        ConnectorConfigDocument, TemplateDocument, ContentTypeName, UsageType, TemplateChoice,
+        ValidationReport, Issue, IssueCode, OutboxEmail,
+        super::messages::SendResponse, super::admin::PreviewResponse, super::admin::ReloadResponse,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "send", description = "Send codes"), (name = "admin", description = "Configs, previews, test sends"), (name = "operations", description = "Health, readiness, metrics, this document"))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as served and committed.
+pub fn openapi_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.to_pretty_json().unwrap_or_default() + "\n"
+}
+
+/// JSON Schema of the connector config.
+pub fn config_schema_json() -> String {
+    pretty(schemars::schema_for!(ConnectorConfigDocument))
+}
+
+/// JSON Schema of the send body.
+pub fn send_schema_json() -> String {
+    pretty(schemars::schema_for!(SendBody))
+}
+
+fn pretty(schema: schemars::Schema) -> String {
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
