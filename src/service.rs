@@ -194,7 +194,7 @@ fn prepare(
             locale: locale.map(str::to_owned),
         }
     })?;
-    let email = selected.render(&Value::Object(payload.clone()))?;
+    let email = selected.render_owned(Value::Object(payload.clone()))?;
     let source = selected.source();
     let from = source
         .send_from

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sesv2::config::{Credentials, Region as AwsRegion};
@@ -78,6 +79,9 @@ impl SesMailer {
             .http_client(http_client)
             .timeout_config(timeouts)
             .retry_config(retries)
+            // The attempt and operation timeouts bound a stalled SES; the per-poll
+            // throughput monitor would only add work to every request.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .load()
             .await;
         Self {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -35,6 +36,15 @@ pub struct Application {
 impl Application {
     /// Load and validate the config, build the transport, bind the port (0 works).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, None).await
+    }
+
+    /// As [`Self::build`], with `mailer` in place of the configured transport
+    /// (benchmarks use a no-op one).
+    pub async fn build_with(
+        settings: Settings,
+        mailer: Option<Arc<dyn Mailer>>,
+    ) -> anyhow::Result<Self> {
         telemetry::metrics_handle();
         let reloader = reloader(&settings);
         let config = reloader().map_err(|e| match e {
@@ -61,12 +71,13 @@ impl Application {
         for warning in &config.warnings {
             tracing::warn!(path = %warning.path, "config warning: {}", warning.message);
         }
-        let (mailer, outbox): (Arc<dyn Mailer>, _) = match settings.transport {
-            Transport::Outbox => {
+        let (mailer, outbox): (Arc<dyn Mailer>, _) = match (mailer, settings.transport) {
+            (Some(mailer), _) => (mailer, None),
+            (None, Transport::Outbox) => {
                 let outbox = Arc::new(Outbox::new());
                 (outbox.clone(), Some(outbox))
             }
-            Transport::Ses => (Arc::new(SesMailer::new(&settings.ses).await), None),
+            (None, Transport::Ses) => (Arc::new(SesMailer::new(&settings.ses).await), None),
         };
         let gate = SendGate::new(
             settings.max_concurrent_sends,
@@ -131,7 +142,11 @@ impl Application {
         let delay = self.settings.shutdown_delay;
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(self.state, self.settings.request_timeout());
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // Small request/response exchanges: send each answer at once (no Nagle delay).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             stop.await;
             draining.store(true, Ordering::SeqCst);
             if !delay.is_zero() {

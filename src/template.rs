@@ -209,7 +209,12 @@ impl<'a> Selected<'a> {
 
     /// Render subject, HTML and text with `payload` as the variables.
     pub fn render(&self, payload: &Value) -> Result<RenderedEmail, RenderError> {
-        let context = Context::from(payload.clone());
+        self.render_owned(payload.clone())
+    }
+
+    /// As [`Self::render`], taking the variables by value (no copy).
+    pub fn render_owned(&self, payload: Value) -> Result<RenderedEmail, RenderError> {
+        let context = Context::from(payload);
         let entry = self.entry;
         let fail = |field: &'static str| {
             move |e: handlebars::RenderError| RenderError {

@@ -349,6 +349,14 @@ async fn the_standard_endpoint_variable_is_honoured_and_logs_keep_secrets_out() 
     assert_eq!(send_line["outcome"], "sent");
     assert!(send_line["ses_latency_ms"].is_number());
     assert_eq!(send_line["span"]["request_id"], "trace-me-42");
+    let of_request: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["request_id"] == "trace-me-42")
+        .collect();
+    assert!(
+        of_request.len() >= 2,
+        "the send line and the request line carry the request id"
+    );
     let request_line = lines
         .iter()
         .find(|l| l["message"] == "request" && l["route"] == "/v1/messages")

@@ -143,7 +143,12 @@ async fn request_context(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // A v4 UUID from a fast thread-local generator: no system call per request.
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+                .into_uuid()
+                .to_string()
+        });
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Load harness: ses-connector against an nginx stand-in for SES, in one run.
+
+Measures the stand-in directly, then the service (release build, rate limits off,
+logging at warn) at 1, 16 and 64 concurrent callers, each for a fixed time, with
+wrk. Prints requests/s, p50 and p99 latency, errors, the service's idle and peak
+RSS and its time to ready, and the ratios the performance targets are stated in.
+Everything it starts, it stops. Run it through scripts/load.sh, which installs nginx
+and wrk and builds the release binary.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "load-send-token-0123456789abcdef"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except Exception:
+            time.sleep(0.001)
+    return False
+
+
+def status_kib(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_duration_ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url, connections, seconds, script, env):
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "requests": total, "errors": errors}
+
+
+def oha(url, connections, seconds, body, headers, env):
+    command = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections),
+               "-m", "POST", "-d", body]
+    for key, value in headers.items():
+        command += ["-H", f"{key}: {value}"]
+    out = json.loads(subprocess.run(command + [url], capture_output=True, text=True, env=env, check=True).stdout)
+    statuses = out.get("statusCodeDistribution", {})
+    ok = sum(n for code, n in statuses.items() if code.startswith("2"))
+    # Requests still in flight when the time is up are cut off by oha, not failed.
+    cut_off = {k: n for k, n in out.get("errorDistribution", {}).items() if "deadline" not in k}
+    total = sum(statuses.values()) + sum(cut_off.values())
+    percentiles = out["latencyPercentiles"]
+    return {"rps": out["summary"]["requestsPerSec"], "p50_ms": percentiles["p50"] * 1000,
+            "p99_ms": percentiles["p99"] * 1000, "requests": total, "errors": total - ok}
+
+
+class Generator:
+    """Drives one point of load with the chosen tool."""
+
+    def __init__(self, name, work, env):
+        self.name, self.work, self.env = name, work, env
+
+    def run(self, url, connections, seconds, body, headers):
+        if self.name == "oha":
+            return oha(url, connections, seconds, body, headers, self.env)
+        script = write_lua(self.work, f"{abs(hash((body, tuple(headers.items()))))}.lua", body, headers)
+        return wrk(url, connections, seconds, script, self.env)
+
+
+def write_lua(directory, name, body, headers):
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
+    for key, value in headers.items():
+        lines.append(f'wrk.headers["{key}"] = "{value}"')
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each measurement")
+    parser.add_argument("--binary", default=str(ROOT / "target/release/ses-connector"))
+    parser.add_argument("--transport", choices=["ses", "outbox"], default="ses",
+                        help="outbox: measure the service without the SES call (for profiling)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--generator", choices=["oha", "wrk"], default="oha" if shutil.which("oha") else "wrk",
+                        help="load generator (default: oha when installed, as in the reference measurements)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ses-connector-load."))
+    processes = []
+
+    def stop_all(*_):
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(1)))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SES_CONNECTOR_", "AWS_"))}
+
+        # The SES stand-in.
+        nginx_port = free_port()
+        conf = (ROOT / "benches/nginx.conf.in").read_text().replace("@DIR@", str(work)).replace("@PORT@", str(nginx_port))
+        (work / "nginx.conf").write_text(conf)
+        nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)], stderr=subprocess.DEVNULL)
+        processes.append(nginx)
+        ses_url = f"http://127.0.0.1:{nginx_port}"
+        # A SendEmail body of the size the service sends.
+        ses_body = json.dumps({
+            "Destination": {"ToAddresses": ["user@example.com"]},
+            "Content": {"Simple": {"Subject": {"Data": "123456 is your Acme sign-in code", "Charset": "UTF-8"},
+                                   "Body": {"Html": {"Data": "x" * 2400, "Charset": "UTF-8"},
+                                            "Text": {"Data": "y" * 300, "Charset": "UTF-8"}}}},
+            "FromEmailAddress": "Acme <noreply@example.com>",
+            "EmailTags": [{"Name": "usage_type", "Value": "SignIn"}],
+        })
+        generator = Generator(args.generator, work, env)
+        direct_headers = {"Content-Type": "application/json"}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(urllib.request.Request(ses_url + "/v2/email/outbound-emails", data=b"{}"), timeout=1)
+                break
+            except Exception:
+                time.sleep(0.01)
+
+        # The service.
+        config = json.loads(subprocess.run([args.binary, "init"], capture_output=True, text=True, check=True).stdout)
+        config["accessKeyId"] = "AKIAIOSFODNN7EXAMPLE"
+        config["accessKeySecret"] = "load-test-secret"
+        service_port = free_port()
+        service_env = dict(env)
+        service_env.update({
+            "SES_CONNECTOR_CONFIG_JSON": json.dumps(config),
+            "SES_CONNECTOR_SEND_TOKENS": TOKEN,
+            "SES_CONNECTOR_LISTEN": f"127.0.0.1:{service_port}",
+            "SES_CONNECTOR_RATE_LIMIT_RECIPIENT": "0",
+            "SES_CONNECTOR_RATE_LIMIT_IP": "0",
+            "SES_CONNECTOR_LOG_LEVEL": "warn",
+            "AWS_ENDPOINT_URL_SESV2": ses_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        })
+        started = time.monotonic()
+        service = subprocess.Popen([args.binary, "serve", "--transport", args.transport], env=service_env, stderr=subprocess.DEVNULL)
+        processes.append(service)
+        if not wait_http(f"http://127.0.0.1:{service_port}/readyz"):
+            raise SystemExit("the service did not become ready")
+        ready_ms = (time.monotonic() - started) * 1000
+        time.sleep(0.5)
+        idle_rss_kib = status_kib(service.pid, "VmRSS")
+
+        send_body = json.dumps({"to": "user@example.com", "type": "SignIn",
+                                "payload": {"code": "123456", "locale": "en", "application": {"name": "Acme"}},
+                                "ip": "203.0.113.7"})
+        service_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+        service_url = f"http://127.0.0.1:{service_port}/v1/messages"
+        # Warm the connection pool and caches.
+        generator.run(service_url, 16, 2, send_body, service_headers)
+
+        results = {"direct": {}, "service": {}}
+        for connections in (1, 16, 64):
+            results["direct"][connections] = generator.run(ses_url + "/v2/email/outbound-emails", connections, args.seconds, ses_body, direct_headers)
+            cpu_before = cpu_seconds(service.pid)
+            r = generator.run(service_url, connections, args.seconds, send_body, service_headers)
+            r["cpu_us_per_request"] = (cpu_seconds(service.pid) - cpu_before) / max(r["requests"], 1) * 1e6
+            results["service"][connections] = r
+        peak_rss_kib = status_kib(service.pid, "VmHWM")
+
+        cores = os.cpu_count()
+        print(f"\nses-connector load harness — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cores} cores, "
+              f"load generator {args.generator}, {args.seconds} s per point\n")
+        print("| target | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for connections in (1, 16, 64):
+            for name, label in (("direct", "SES stand-in (nginx) directly"), ("service", "ses-connector → stand-in")):
+                r = results[name][connections]
+                cpu = f"{r['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in r else "—"
+                print(f"| {label} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {cpu} |")
+        ratio = results["service"][64]["rps"] / results["direct"][64]["rps"]
+        added_p50 = results["service"][1]["p50_ms"] - results["direct"][1]["p50_ms"]
+        added_p99 = results["service"][1]["p99_ms"] - results["direct"][1]["p99_ms"]
+        print()
+        print(f"throughput at 64 callers: {ratio * 100:.1f} % of the stand-in's direct rate (target ≥ 35 %)")
+        print(f"added latency at 1 caller: p50 {added_p50:.3f} ms (target ≤ 1 ms), p99 {added_p99:.3f} ms (target ≤ 3 ms)")
+        print(f"resident memory: idle {idle_rss_kib / 1024:.1f} MiB (target ≤ 15), peak under load {peak_rss_kib / 1024:.1f} MiB (target ≤ 30)")
+        print(f"ready to serve: {ready_ms:.0f} ms after start (target ≤ 100)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "results": results, "ratio_64": ratio, "added_p50_ms": added_p50, "added_p99_ms": added_p99,
+                "idle_rss_mib": idle_rss_kib / 1024, "peak_rss_mib": peak_rss_kib / 1024, "ready_ms": ready_ms,
+            }, indent=2))
+        errors = sum(r["errors"] for r in results["service"].values())
+        return 1 if errors else 0
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

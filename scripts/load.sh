@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The load harness: installs nginx and wrk (Debian) and oha (cargo install, about
+# 9 minutes the first time) when missing, builds the release binary, and runs
+# benches/load.py. Loopback only; every run is bounded in time.
+#
+#   bash scripts/load.sh [--seconds N] [--generator oha|wrk] [--json target/load.json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "error: install ${missing[*]} (Debian packages)" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ " $* " != *" --generator wrk "* ]] && ! command -v oha >/dev/null 2>&1; then
+  cargo install oha --locked
+fi
+cargo build --release --locked
+exec python3 benches/load.py "$@"
