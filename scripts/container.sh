@@ -54,8 +54,8 @@ buildah "${STORAGE[@]}" commit --quiet "$binary" localhost/ses-connector-binary:
 base="$WORK/base"
 mkdir -p "$base"/{etc/ssl/certs,tmp,proc,dev,home/nonroot,lib/x86_64-linux-gnu,lib64,usr/lib/x86_64-linux-gnu}
 for lib in libc.so.6 libm.so.6 libgcc_s.so.1 libdl.so.2 libpthread.so.0 librt.so.1; do
-  src=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')
-  [ -n "$src" ] && cp -L "$src" "$base/lib/x86_64-linux-gnu/$lib"
+  src=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ && !found {print $NF; found = 1}')
+  if [ -n "$src" ]; then cp -L "$src" "$base/lib/x86_64-linux-gnu/$lib"; fi
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$base/lib64/"
 cp -L /etc/ssl/certs/ca-certificates.crt "$base/etc/ssl/certs/"

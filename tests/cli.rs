@@ -491,13 +491,6 @@ async fn sighup_reloads_the_config_file_and_an_invalid_file_is_refused() {
     assert_eq!(code, 0);
 }
 
-fn moto_url() -> String {
-    std::env::var("MOTO_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
-}
-
 #[tokio::test]
 async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
     let domain = format!("chain-{}.example.com", uuid::Uuid::new_v4().simple());

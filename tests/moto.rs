@@ -7,14 +7,6 @@ use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
 use common::*;
 use serde_json::{json, Value};
 
-/// moto's URL. Without it these tests fail loudly: run them through `scripts/test.sh`.
-pub fn moto_url() -> String {
-    std::env::var("MOTO_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
-}
-
 /// Verify an identity in moto, as the SES sandbox requires before sending.
 pub async fn verify_identity(region: &str, identity: &str) {
     let config = aws_sdk_sesv2::Config::builder()

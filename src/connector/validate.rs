@@ -137,7 +137,8 @@ struct Checker {
     warnings: Vec<Issue>,
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// "a string", "an array", …: a JSON value's type, for messages.
+pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -7,11 +7,10 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, Detail};
 use super::extract::JsonBody;
-use super::messages::kind;
 use super::openapi::{ErrorBody, PreviewBody};
 use super::{AppState, ReloadError};
 use crate::connector::ConnectorConfigDocument;
-use crate::connector::{self, ConnectorConfig, Issue, UsageType, ValidationReport};
+use crate::connector::{self, type_name, ConnectorConfig, Issue, UsageType, ValidationReport};
 use crate::service::EmailService;
 use crate::telemetry::names;
 use crate::template::TemplateChoice;
@@ -67,7 +66,7 @@ pub async fn preview(
             "the body must be a JSON object",
             vec![Detail::new(
                 "",
-                format!("expected an object, got {}", kind(&body)),
+                format!("expected an object, got {}", type_name(&body)),
             )],
         ));
     };
@@ -86,7 +85,7 @@ pub async fn preview(
         Some(other) if !other.is_null() => {
             details.push(Detail::new(
                 "type",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", type_name(other)),
             ));
             None
         }
@@ -104,7 +103,7 @@ pub async fn preview(
         Some(other) => {
             details.push(Detail::new(
                 "payload",
-                format!("must be an object, got {}", kind(other)),
+                format!("must be an object, got {}", type_name(other)),
             ));
             None
         }

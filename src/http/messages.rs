@@ -15,7 +15,7 @@ use super::extract::{Caller, JsonBody};
 use super::openapi::{ErrorBody, SendBody, TestEmailBody};
 use super::{AppState, Stored};
 use crate::address::Recipient;
-use crate::connector::{ConnectorConfig, Issue, UsageType};
+use crate::connector::{type_name, ConnectorConfig, Issue, UsageType};
 use crate::idempotency::{Completed, MAX_KEY_LEN};
 use crate::service::{SendRequest, Sent};
 use crate::template::TemplateChoice;
@@ -222,7 +222,7 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
             "the body must be a JSON object",
             vec![Detail::new(
                 "",
-                format!("expected an object, got {}", kind(body)),
+                format!("expected an object, got {}", type_name(body)),
             )],
         ));
     };
@@ -245,7 +245,7 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
         Some(other) => {
             details.push(Detail::new(
                 "to",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", type_name(other)),
             ));
             None
         }
@@ -275,7 +275,7 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
         (Some(other), _) => {
             details.push(Detail::new(
                 "type",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", type_name(other)),
             ));
             None
         }
@@ -289,7 +289,7 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
                 "payload",
                 format!(
                     "must be an object such as {{\"code\": \"123456\"}}, got {}",
-                    kind(other)
+                    type_name(other)
                 ),
             ));
             None
@@ -307,7 +307,7 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
         Some(other) => {
             details.push(Detail::new(
                 "ip",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", type_name(other)),
             ));
             None
         }
@@ -323,17 +323,6 @@ pub fn parse_send(body: &Value, defaults: Option<&Defaults>) -> Result<SendReque
             "the request has invalid fields; see details",
             details,
         )),
-    }
-}
-
-pub fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

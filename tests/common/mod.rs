@@ -298,3 +298,11 @@ pub async fn app_with_fake_ses(fake: &FakeSes) -> TestApp {
 pub fn arc<T>(value: T) -> Arc<T> {
     Arc::new(value)
 }
+
+/// moto's URL. Without it the moto tests fail loudly: run them through `scripts/test.sh`.
+pub fn moto_url() -> String {
+    std::env::var("MOTO_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
+}
