@@ -121,6 +121,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each measurement")
     parser.add_argument("--binary", default=str(ROOT / "target/release/ses-connector"))
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="SES_CONNECTOR_MAX_CONNECTIONS for the service (default: the service's)")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="also run this many concurrent callers and report peak RSS (e.g. 2000)")
     parser.add_argument("--transport", choices=["ses", "outbox"], default="ses",
                         help="outbox: measure the service without the SES call (for profiling)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -188,6 +192,8 @@ def main():
             "AWS_ENDPOINT_URL_SESV2": ses_url,
             "AWS_EC2_METADATA_DISABLED": "true",
         })
+        if args.max_connections:
+            service_env["SES_CONNECTOR_MAX_CONNECTIONS"] = str(args.max_connections)
         started = time.monotonic()
         service = subprocess.Popen([args.binary, "serve", "--transport", args.transport], env=service_env, stderr=subprocess.DEVNULL)
         processes.append(service)
@@ -213,6 +219,12 @@ def main():
             r["cpu_us_per_request"] = (cpu_seconds(service.pid) - cpu_before) / max(r["requests"], 1) * 1e6
             results["service"][connections] = r
         peak_rss_kib = status_kib(service.pid, "VmHWM")
+        # A burst far above the send cap (256 in flight + 512 queued): every request
+        # must get an answer (200 or 503), and memory must stay bounded.
+        burst = None
+        if args.burst:
+            burst = generator.run(service_url, args.burst, args.seconds, send_body, service_headers)
+            burst["peak_rss_mib"] = status_kib(service.pid, "VmHWM") / 1024
 
         cores = os.cpu_count()
         print(f"\nses-connector load harness — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cores} cores, "
@@ -232,6 +244,9 @@ def main():
         print(f"added latency at 1 caller: p50 {added_p50:.3f} ms (target ≤ 1 ms), p99 {added_p99:.3f} ms (target ≤ 3 ms)")
         print(f"resident memory: idle {idle_rss_kib / 1024:.1f} MiB (target ≤ 15), peak under load {peak_rss_kib / 1024:.1f} MiB (target ≤ 30)")
         print(f"ready to serve: {ready_ms:.0f} ms after start (target ≤ 100)")
+        if burst:
+            print(f"burst of {args.burst} callers: {burst['rps']:.0f} requests/s, p99 {burst['p99_ms']:.1f} ms, "
+                  f"{burst['errors']} not 2xx (503 when over the cap), peak RSS {burst['peak_rss_mib']:.1f} MiB")
         if args.json:
             Path(args.json).write_text(json.dumps({
                 "results": results, "ratio_64": ratio, "added_p50_ms": added_p50, "added_p99_ms": added_p99,

@@ -147,6 +147,15 @@ pub struct ServeArgs {
     )]
     pub max_concurrent_sends: usize,
 
+    /// Open client connections at most; more wait to be accepted (bounds memory).
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
     /// Sends that may wait for a slot; past this, 503 at once.
     #[arg(
         long,
@@ -257,6 +266,7 @@ pub struct Settings {
     pub rate_limit_ip: Rate,
     pub max_concurrent_sends: usize,
     pub max_queued_sends: usize,
+    pub max_connections: usize,
     pub queue_timeout: Duration,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
@@ -378,6 +388,7 @@ impl Settings {
             rate_limit_ip: args.rate_limit_ip,
             max_concurrent_sends: args.max_concurrent_sends,
             max_queued_sends: args.max_queued_sends,
+            max_connections: args.max_connections,
             queue_timeout: seconds("QUEUE_TIMEOUT_SECONDS", args.queue_timeout_seconds)?,
             shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::builtin;
 use crate::connector::ConnectorConfig;
+use crate::http::connections::LimitedListener;
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, ReloadError, Reloader};
 use crate::idempotency::MemoryIdempotencyStore;
@@ -143,9 +144,12 @@ impl Application {
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(self.state, self.settings.request_timeout());
         // Small request/response exchanges: send each answer at once (no Nagle delay).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = LimitedListener::new(
+            self.listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            self.settings.max_connections,
+        );
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             stop.await;
             draining.store(true, Ordering::SeqCst);
