@@ -4,6 +4,7 @@
 # target/browser/ (kept as CI artifacts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 BINARY="${SES_CONNECTOR_BINARY:-target/debug/ses-connector}"
 LOG_DIR=target/test-logs
@@ -16,14 +17,11 @@ fi
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 [ -x "$BINARY" ] || cargo build --locked
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$BINARY" serve --dev --listen "127.0.0.1:$port" >"$LOG_DIR/browser-service.log" 2>&1 &
 service=$!
 trap 'kill $service 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$port/readyz" 2>/dev/null && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:$port/readyz" || { cat "$LOG_DIR/browser-service.log" >&2; fail "the service did not start"; }
 
 OUTBOX_URL="http://127.0.0.1:$port" SCREENSHOT_DIR="$PWD/target/browser" CHROMIUM="$(command -v chromium)" \
   node tests/browser/outbox.mjs

@@ -12,6 +12,7 @@
 # and a python venv in $VENV (for hadolint). Prints the image size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 VENV="${SES_CONNECTOR_VENV:-.venv}"
 : "${MOTO_URL:?MOTO_URL must point at a running moto (scripts/test.sh starts one)}"
@@ -19,8 +20,6 @@ WORK="$(mktemp -d /tmp/ses-connector-container.XXXXXX)"
 STORAGE=(--storage-driver vfs --root "$WORK/storage" --runroot "$WORK/run")
 TAG=localhost/ses-connector:ci
 
-log() { printf '\n==> %s\n' "$*" >&2; }
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
   pkill -KILL -f "^/usr/local/bin/ses-connector serve" 2>/dev/null || true
@@ -87,7 +86,7 @@ printf 'image %s: user %s, exposes %s, healthcheck "%s", size %s\n' "$TAG" "$use
 log "run it: non-root, read-only root filesystem, host network"
 ctr=$(buildah "${STORAGE[@]}" from --pull-never "$TAG")
 rootfs=$(buildah "${STORAGE[@]}" mount "$ctr")
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 token="container-admin-token-$(date +%s%N)"
 domain="container-$(date +%s%N).example.com"
 config=$(sed "s/noreply@example.com/noreply@$domain/" <(target/release/ses-connector init) | python3 -c 'import json,sys; c=json.load(sys.stdin); c["accessKeyId"]="AKIAIOSFODNN7EXAMPLE"; c["accessKeySecret"]="container-secret"; print(json.dumps(c))')

@@ -5,6 +5,7 @@
 # rate limits off so generated sends are not refused as abuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 VENV="${SES_CONNECTOR_VENV:-.venv}"
 BINARY="${SES_CONNECTOR_BINARY:-target/debug/ses-connector}"
@@ -15,7 +16,7 @@ mkdir -p "$LOG_DIR"
   || "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 [ -x "$BINARY" ] || cargo build --locked
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 token="schemathesis-admin-$(date +%s%N)"
 "$BINARY" init > "$LOG_DIR/schemathesis-config.json" 2>/dev/null
 SES_CONNECTOR_ADMIN_TOKENS="$token" SES_CONNECTOR_RATE_LIMIT_RECIPIENT=0 SES_CONNECTOR_RATE_LIMIT_IP=0 \
@@ -24,10 +25,7 @@ SES_CONNECTOR_ADMIN_TOKENS="$token" SES_CONNECTOR_RATE_LIMIT_RECIPIENT=0 SES_CON
   >"$LOG_DIR/schemathesis-service.log" 2>&1 &
 service=$!
 trap 'kill $service 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$port/readyz" 2>/dev/null && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:$port/readyz" || { cat "$LOG_DIR/schemathesis-service.log" >&2; fail "the service did not start"; }
 
 "$VENV/bin/st" run "http://127.0.0.1:$port/openapi.json" \
   --header "Authorization: Bearer $token" \

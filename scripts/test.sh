@@ -13,22 +13,7 @@ VENV="${SES_CONNECTOR_VENV:-.venv}"
 LOG_DIR=target/test-logs
 mkdir -p "$LOG_DIR"
 
-log() { printf '\n==> %s\n' "$*" >&2; }
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for() { # URL, what
-  for _ in $(seq 1 150); do
-    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  return 1
-}
+. scripts/lib.sh
 
 pids=()
 cleanup() {

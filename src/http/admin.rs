@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, Detail};
 use super::extract::JsonBody;
-use super::openapi::{ErrorBody, PreviewBody};
+use super::openapi::{ErrorBody, PreviewBody, RequestErrors};
 use super::{AppState, ReloadError};
 use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, type_name, ConnectorConfig, Issue, UsageType, ValidationReport};
@@ -20,12 +20,7 @@ use crate::template::TemplateChoice;
     request_body(content = Object, description = "A connector config (see the ConnectorConfig schema); any JSON is reported on"),
     responses(
         (status = 200, description = "The validation report", body = ValidationReport),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn validate(JsonBody(body): JsonBody) -> Json<ValidationReport> {
@@ -49,12 +44,7 @@ pub struct PreviewResponse {
     responses(
         (status = 200, description = "The rendered email", body = PreviewResponse),
         (status = 422, description = "Invalid config or no template", body = ErrorBody),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn preview(
@@ -135,12 +125,7 @@ pub async fn preview(
 #[utoipa::path(get, path = "/v1/config", tag = "admin",
     responses(
         (status = 200, description = "The active config with accessKeySecret as \"********\"", body = ConnectorConfigDocument),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn config(State(state): State<AppState>) -> Json<Value> {
@@ -160,12 +145,7 @@ pub struct ReloadResponse {
     responses(
         (status = 200, description = "Reloaded", body = ReloadResponse),
         (status = 422, description = "The new config is invalid or unreadable", body = ErrorBody),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {

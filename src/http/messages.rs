@@ -2,17 +2,18 @@
 
 use std::future::Future;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Detail};
 use super::extract::{Caller, JsonBody};
-use super::openapi::{ErrorBody, SendBody, TestEmailBody};
+use super::openapi::{RequestErrors, SendBody, SendErrors, TestEmailBody};
 use super::{AppState, Stored};
 use crate::address::Recipient;
 use crate::connector::{type_name, ConnectorConfig, Issue, UsageType};
@@ -44,17 +45,8 @@ impl From<Sent> for SendResponse {
 #[utoipa::path(post, path = "/v1/messages", tag = "send", request_body = SendBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 200, description = "Sent", body = SendResponse),
-        (status = 422, description = "No template, idempotency key reused, or invalid config", body = ErrorBody),
-        (status = 429, description = "A rate limit or SES throttling; see Retry-After", body = ErrorBody),
-        (status = 502, description = "SES rejected the message or is unreachable", body = ErrorBody),
-        (status = 503, description = "SES quota/paused, or too many sends in flight", body = ErrorBody),
-        (status = 504, description = "SES did not answer in time", body = ErrorBody),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        SendErrors,
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn send(
@@ -80,17 +72,8 @@ pub async fn send(
 #[utoipa::path(post, path = "/v1/test-email", tag = "admin", request_body = TestEmailBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 200, description = "Sent; with the config's warnings", body = SendResponse),
-        (status = 422, description = "No template, idempotency key reused, or invalid config", body = ErrorBody),
-        (status = 429, description = "A rate limit or SES throttling; see Retry-After", body = ErrorBody),
-        (status = 502, description = "SES rejected the message or is unreachable", body = ErrorBody),
-        (status = 503, description = "SES quota/paused, or too many sends in flight", body = ErrorBody),
-        (status = 504, description = "SES did not answer in time", body = ErrorBody),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "A send token on an admin route", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = "default", description = "Any other error, in the same shape", body = ErrorBody),
+        SendErrors,
+        RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn test_email(
@@ -127,8 +110,13 @@ pub async fn test_email(
     once(&state, &caller, "test-email", key, &body, work).await
 }
 
-fn json(response: SendResponse) -> Value {
-    serde_json::to_value(response).unwrap_or(Value::Null)
+/// Serialised once: the same bytes answer the request and any idempotent repeat.
+fn json(response: SendResponse) -> Bytes {
+    Bytes::from(serde_json::to_vec(&response).unwrap_or_default())
+}
+
+fn respond(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The `Idempotency-Key` header, if any: at most 255 visible ASCII characters.
@@ -169,7 +157,7 @@ async fn once(
     work: impl Future<Output = Stored> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return work.await.map(|value| Json(value).into_response());
+        return work.await.map(respond);
     };
     let owner = caller
         .token_id
@@ -193,7 +181,7 @@ async fn once(
     });
     let answer = state.idempotency.execute(scoped, fingerprint, work).await?;
     let mut response = match answer.value {
-        Ok(value) => Json(value).into_response(),
+        Ok(body) => respond(body),
         Err(error) => error.into_response(),
     };
     if answer.replayed {

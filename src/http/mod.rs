@@ -64,7 +64,7 @@ pub struct AppState {
 }
 
 /// A send's answer as kept for idempotent repeats.
-pub type Stored = Result<serde_json::Value, ApiError>;
+pub type Stored = Result<axum::body::Bytes, ApiError>;
 
 impl AppState {
     pub fn is_draining(&self) -> bool {

@@ -85,6 +85,51 @@ pub struct Status {
     pub templates: Option<usize>,
 }
 
+/// The errors every JSON route with a token can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: the handlers answer with `ApiError`
+pub enum RequestErrors {
+    /// Malformed JSON or invalid fields
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or wrong token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A send token on an admin route
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Body too large
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// Not JSON
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Any other error, in the same shape
+    #[response(status = "default")]
+    Other(ErrorBody),
+}
+
+/// The further errors of a send.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: the handlers answer with `ApiError`
+pub enum SendErrors {
+    /// No template, idempotency key reused, or invalid config
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// A rate limit or SES throttling; see Retry-After
+    #[response(status = 429)]
+    TooManyRequests(ErrorBody),
+    /// SES rejected the message or is unreachable
+    #[response(status = 502)]
+    BadGateway(ErrorBody),
+    /// SES quota/paused, or too many sends in flight
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// SES did not answer in time
+    #[response(status = 504)]
+    Timeout(ErrorBody),
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {

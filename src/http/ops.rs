@@ -6,7 +6,6 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-#[allow(unused_imports)]
 use super::openapi::{ErrorBody, Status};
 use super::AppState;
 
