@@ -3,10 +3,11 @@
 
 Measures the stand-in directly, then the service (release build, rate limits off,
 logging at warn) at 1, 16 and 64 concurrent callers, each for a fixed time, with
-wrk. Prints requests/s, p50 and p99 latency, errors, the service's idle and peak
-RSS and its time to ready, and the ratios the performance targets are stated in.
-Everything it starts, it stops. Run it through scripts/load.sh, which installs nginx
-and wrk and builds the release binary.
+oha or wrk. Prints requests/s, p50 and p99 latency, errors, the service's idle and
+peak RSS and its time to ready, the ratios the performance targets are stated in,
+and the CPU budget the throughput target leaves the service on this machine.
+Everything it starts, it stops. Run it through scripts/load.sh, which installs nginx,
+wrk and oha and builds the release binary.
 """
 
 import argparse
@@ -55,6 +56,22 @@ def status_kib(pid, field):
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid):
+    """CPU time of a process and its children (nginx: master and worker)."""
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(tree_cpu_seconds(int(child)) for child in children)
+
+
+def children_cpu_seconds():
+    """CPU time of the load generator runs that have finished so far."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def parse_duration_ms(text):
@@ -213,7 +230,11 @@ def main():
 
         results = {"direct": {}, "service": {}}
         for connections in (1, 16, 64):
-            results["direct"][connections] = generator.run(ses_url + "/v2/email/outbound-emails", connections, args.seconds, ses_body, direct_headers)
+            nginx_before, generator_before = tree_cpu_seconds(nginx.pid), children_cpu_seconds()
+            r = generator.run(ses_url + "/v2/email/outbound-emails", connections, args.seconds, ses_body, direct_headers)
+            r["standin_cpu_us_per_request"] = (tree_cpu_seconds(nginx.pid) - nginx_before) / max(r["requests"], 1) * 1e6
+            r["generator_cpu_us_per_request"] = (children_cpu_seconds() - generator_before) / max(r["requests"], 1) * 1e6
+            results["direct"][connections] = r
             cpu_before = cpu_seconds(service.pid)
             r = generator.run(service_url, connections, args.seconds, send_body, service_headers)
             r["cpu_us_per_request"] = (cpu_seconds(service.pid) - cpu_before) / max(r["requests"], 1) * 1e6
@@ -244,6 +265,16 @@ def main():
         print(f"added latency at 1 caller: p50 {added_p50:.3f} ms (target ≤ 1 ms), p99 {added_p99:.3f} ms (target ≤ 3 ms)")
         print(f"resident memory: idle {idle_rss_kib / 1024:.1f} MiB (target ≤ 15), peak under load {peak_rss_kib / 1024:.1f} MiB (target ≤ 30)")
         print(f"ready to serve: {ready_ms:.0f} ms after start (target ≤ 100)")
+        # What the throughput target leaves the service: at 35 % of the direct rate,
+        # the machine's cores minus what the stand-in and the generator spend per request.
+        direct = results["direct"][64]
+        target_rps = 0.35 * direct["rps"]
+        per_request = cores * 1e6 / target_rps
+        others = direct["standin_cpu_us_per_request"] + direct["generator_cpu_us_per_request"]
+        print(f"CPU budget at the throughput target: {target_rps:.0f} requests/s on {cores} cores is {per_request:.0f} µs "
+              f"of CPU per request; the stand-in spends {direct['standin_cpu_us_per_request']:.0f} µs and the generator "
+              f"{direct['generator_cpu_us_per_request']:.0f} µs, leaving {per_request - others:.0f} µs for the service, "
+              f"which spends {results['service'][64]['cpu_us_per_request']:.0f} µs")
         if burst:
             print(f"burst of {args.burst} callers: {burst['rps']:.0f} requests/s, p99 {burst['p99_ms']:.1f} ms, "
                   f"{burst['errors']} not 2xx (503 when over the cap), peak RSS {burst['peak_rss_mib']:.1f} MiB")
@@ -251,6 +282,7 @@ def main():
             Path(args.json).write_text(json.dumps({
                 "results": results, "ratio_64": ratio, "added_p50_ms": added_p50, "added_p99_ms": added_p99,
                 "idle_rss_mib": idle_rss_kib / 1024, "peak_rss_mib": peak_rss_kib / 1024, "ready_ms": ready_ms,
+                "service_cpu_budget_us": per_request - others,
             }, indent=2))
         errors = sum(r["errors"] for r in results["service"].values())
         return 1 if errors else 0
