@@ -253,7 +253,8 @@ def main():
         print("| target | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for connections in (1, 16, 64):
-            for name, label in (("direct", "SES stand-in (nginx) directly"), ("service", "ses-connector → stand-in")):
+            service_label = "ses-connector → stand-in" if args.transport == "ses" else "ses-connector (outbox, no SES call)"
+            for name, label in (("direct", "SES stand-in (nginx) directly"), ("service", service_label)):
                 r = results[name][connections]
                 cpu = f"{r['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in r else "—"
                 print(f"| {label} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {cpu} |")

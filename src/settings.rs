@@ -156,6 +156,16 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
 
+    /// A connection that sends no complete request head within this time is closed:
+    /// idle keep-alive connections and slow senders free their slot.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 30.0,
+        value_name = "SECONDS"
+    )]
+    pub idle_timeout_seconds: f64,
+
     /// Sends that may wait for a slot; past this, 503 at once.
     #[arg(
         long,
@@ -267,6 +277,7 @@ pub struct Settings {
     pub max_concurrent_sends: usize,
     pub max_queued_sends: usize,
     pub max_connections: usize,
+    pub idle_timeout: Duration,
     pub queue_timeout: Duration,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
@@ -389,6 +400,7 @@ impl Settings {
             max_concurrent_sends: args.max_concurrent_sends,
             max_queued_sends: args.max_queued_sends,
             max_connections: args.max_connections,
+            idle_timeout: seconds("IDLE_TIMEOUT_SECONDS", args.idle_timeout_seconds)?,
             queue_timeout: seconds("QUEUE_TIMEOUT_SECONDS", args.queue_timeout_seconds)?,
             shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

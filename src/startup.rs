@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::builtin;
 use crate::connector::ConnectorConfig;
-use crate::http::connections::LimitedListener;
+use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, ReloadError, Reloader};
 use crate::idempotency::MemoryIdempotencyStore;
@@ -150,7 +150,8 @@ impl Application {
             }),
             self.settings.max_connections,
         );
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let idle_timeout = self.settings.idle_timeout;
+        let server = connections::serve(listener, app, idle_timeout, async move {
             stop.await;
             draining.store(true, Ordering::SeqCst);
             if !delay.is_zero() {
@@ -166,14 +167,14 @@ impl Application {
             );
             let _ = stopped_tx.send(());
         });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(server);
         tokio::pin!(server);
         tokio::select! {
-            result = &mut server => return result.unwrap_or(Ok(())),
+            _ = &mut server => return Ok(()),
             _ = stopped_rx => {}
         }
         match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => result.unwrap_or(Ok(())),
+            Ok(_) => Ok(()),
             Err(_) => {
                 tracing::warn!("grace period over; exiting with requests still in flight");
                 Ok(())

@@ -325,6 +325,73 @@ async fn a_burst_far_above_the_cap_gets_an_answer_for_every_request() {
     );
 }
 
+/// Reads until the server closes the connection; what it sent before closing.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received).await.unwrap_or_default();
+    received
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_and_give_their_slot_back() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app(AppOptions {
+        tune: |s| {
+            s.max_connections = 2;
+            s.idle_timeout = Duration::from_millis(300);
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    // One connection says nothing; another starts a request head and stalls.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        (
+            read_until_closed(&mut idle).await,
+            read_until_closed(&mut slow).await,
+        )
+    })
+    .await
+    .expect("the service closes both within the idle timeout");
+    assert!(closed.0.is_empty(), "nothing is sent to an idle connection");
+
+    // Both slots are free again: two new callers are served at once.
+    let first = reqwest::Client::new().get(app.url("/healthz")).send();
+    let second = reqwest::Client::new().get(app.url("/healthz")).send();
+    let (first, second) = tokio::time::timeout(Duration::from_secs(5), async {
+        futures_util::join!(first, second)
+    })
+    .await
+    .expect("the freed slots serve new connections");
+    assert_eq!(first.unwrap().status(), 200);
+    assert_eq!(second.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_serves_many_requests_within_the_idle_timeout() {
+    let app = spawn_app(AppOptions {
+        tune: |s| s.idle_timeout = Duration::from_millis(500),
+        ..AppOptions::default()
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let response = client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // --- graceful shutdown ----------------------------------------------------------
 
 #[tokio::test]

@@ -1,14 +1,66 @@
-//! A cap on open connections: each costs buffers and a task, so a burst of callers
-//! must wait in the kernel's accept queue instead of growing memory.
+//! The connection layer: a cap on open connections (each costs buffers and a task,
+//! so a burst of callers waits in the kernel's accept queue instead of growing
+//! memory), a deadline on request heads (idle and slow connections give their slot
+//! back), and a graceful stop.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::serve::Listener;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+/// Serve `app` over HTTP/1.1 on `listener` until `stop` completes; then accept no
+/// more connections, let each open one finish the request it is on, and return once
+/// all are closed. A connection that sends no complete request head within
+/// `idle_timeout` — idle between requests, or slow to send one — is closed.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    idle_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) where
+    L: Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
+    // Each connection holds a receiver; `stopping` tells them to finish, and the
+    // sender sees every receiver gone once the last connection has closed.
+    let (stopping, stop_seen) = watch::channel(false);
+    let mut stop = pin!(stop);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
+        let mut stop_seen = stop_seen.clone();
+        tokio::spawn(async move {
+            let mut connection = pin!(connection);
+            tokio::select! {
+                // Closed by the client, the idle deadline or an error: nothing to do.
+                _ = connection.as_mut() => return,
+                _ = stop_seen.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    drop(stop_seen);
+    let _ = stopping.send(true);
+    stopping.closed().await;
+}
 
 /// A listener that accepts at most `max` connections at once.
 pub struct LimitedListener<L> {

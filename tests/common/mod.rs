@@ -168,6 +168,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         max_concurrent_sends: 256,
         max_queued_sends: 512,
         max_connections: 1024,
+        idle_timeout: Duration::from_secs(30),
         queue_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
