@@ -97,3 +97,32 @@ fn the_send_schema_names_the_nine_usage_types() {
         .unwrap()
         .contains(&"to".into()));
 }
+
+#[test]
+fn every_setting_is_documented_in_the_readme() {
+    use clap::CommandFactory;
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let table_start = readme.find("| variable | default |").expect("the settings table");
+    let table: String = readme[table_start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    let command = ses_connector::cli::Cli::command();
+    let commands = std::iter::once(&command).chain(command.get_subcommands());
+    let variables: std::collections::BTreeSet<String> = commands
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    assert!(variables.contains("SES_CONNECTOR_IDLE_TIMEOUT_SECONDS"));
+    let missing: Vec<&String> = variables
+        .iter()
+        .filter(|v| !table.contains(&format!("`{v}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "settings missing from the README's table: {missing:?}"
+    );
+}
