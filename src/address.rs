@@ -1,9 +1,11 @@
 //! Email addresses as the service accepts them: a recipient (bare addr-spec) and a
 //! mailbox (addr-spec with an optional display name), both parsed once.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use email_address::{EmailAddress, Options};
+use email_encoding::headers::{rfc2047, writer::EmailWriter};
 
 /// Longest recipient address accepted (RFC 5321 path limit less the brackets).
 pub const MAX_ADDRESS_LEN: usize = 254;
@@ -114,6 +116,49 @@ impl Mailbox {
     pub fn address(&self) -> &str {
         &self.address
     }
+
+    /// The mailbox as a header value for SES. SES takes only 7-bit ASCII here, so a
+    /// display name with other characters becomes an RFC 2047 encoded-word
+    /// (`Société <a@example.com>` → `=?utf-8?b?U29jacOpdMOp?= <a@example.com>`);
+    /// an ASCII mailbox is sent exactly as written.
+    pub fn header_value(&self) -> Cow<'_, str> {
+        if self.text.is_ascii() {
+            return Cow::Borrowed(&self.text);
+        }
+        let name = self.text[..self.text.rfind('<').unwrap_or(0)].trim();
+        let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => unescape_quoted(quoted),
+            None => name.to_owned(),
+        };
+        let mut encoded = String::new();
+        {
+            let mut writer = EmailWriter::new(&mut encoded, 0, 0, false);
+            // Writing to a String cannot fail.
+            let _ = rfc2047::encode(&name, &mut writer);
+        }
+        // The encoder folds long names over several lines; one header value is one
+        // line, and an unfolded fold is the space between two encoded-words.
+        Cow::Owned(format!(
+            "{} <{}>",
+            encoded.replace("\r\n", ""),
+            self.address
+        ))
+    }
+}
+
+/// The text of a quoted string: `\x` stands for `x`.
+fn unescape_quoted(quoted: &str) -> String {
+    let mut text = String::with_capacity(quoted.len());
+    let mut escaped = false;
+    for c in quoted.chars() {
+        if !escaped && c == '\\' {
+            escaped = true;
+        } else {
+            text.push(c);
+            escaped = false;
+        }
+    }
+    text
 }
 
 impl fmt::Display for Mailbox {
@@ -205,6 +250,49 @@ pub fn mask(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes what `header_value` writes (B-encoded UTF-8 words), for the tests.
+    fn decode_words(value: &str) -> String {
+        use base64::Engine;
+        value
+            .split(' ')
+            .map(|word| {
+                let payload = word
+                    .strip_prefix("=?utf-8?b?")
+                    .and_then(|w| w.strip_suffix("?="))
+                    .unwrap_or_else(|| panic!("not an encoded-word: {word}"));
+                base64::engine::general_purpose::STANDARD
+                    .decode(payload)
+                    .unwrap()
+            })
+            .map(|bytes| String::from_utf8(bytes).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn non_ascii_display_names_become_encoded_words_and_ascii_ones_stay_as_written() {
+        let ascii = Mailbox::parse("\"Acme, Inc.\" <noreply@example.com>").unwrap();
+        assert_eq!(ascii.header_value(), "\"Acme, Inc.\" <noreply@example.com>");
+
+        let cases: &[(&str, &str)] = &[
+            ("Société Générale <noreply@example.com>", "Société Générale"),
+            ("\"Dupont, Société\" <noreply@example.com>", "Dupont, Société"),
+            ("\"Ann \\\"Zoë\\\" Lee\" <noreply@example.com>", "Ann \"Zoë\" Lee"),
+            ("株式会社サンプル <noreply@example.com>", "株式会社サンプル"),
+            (
+                "Une très très longue raison sociale qui dépasse une ligne d'en-tête <noreply@example.com>",
+                "Une très très longue raison sociale qui dépasse une ligne d'en-tête",
+            ),
+        ];
+        for (input, name) in cases {
+            let value = Mailbox::parse(input).unwrap().header_value().into_owned();
+            assert!(value.is_ascii(), "{input} → {value}");
+            assert!(!value.contains(['\r', '\n']), "{input} → {value}");
+            let (words, address) = value.rsplit_once(' ').unwrap();
+            assert_eq!(address, "<noreply@example.com>", "{input}");
+            assert_eq!(decode_words(words), *name, "{input} → {value}");
+        }
+    }
 
     #[test]
     fn recipients_are_bare_single_ascii_addresses() {

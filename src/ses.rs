@@ -14,6 +14,7 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
+use crate::address::Mailbox;
 use crate::mailer::{Account, BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How long and how often to try SES.
@@ -168,8 +169,8 @@ impl SesMailer {
                     .build(),
             )
             .content(EmailContent::builder().simple(message).build())
-            .set_from_email_address(email.from.clone())
-            .set_reply_to_addresses(email.reply_to.clone().map(|r| vec![r]))
+            .set_from_email_address(email.from.as_deref().map(header_value))
+            .set_reply_to_addresses(email.reply_to.as_deref().map(|r| vec![header_value(r)]))
             .set_from_email_address_identity_arn(email.from_identity_arn.clone())
             .set_feedback_forwarding_email_address(email.feedback_forwarding_address.clone())
             .set_feedback_forwarding_email_address_identity_arn(
@@ -187,6 +188,18 @@ impl SesMailer {
 impl Mailer for SesMailer {
     fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
         Box::pin(self.send_email(email))
+    }
+}
+
+/// A configured mailbox as SES takes it: non-ASCII display names as encoded-words.
+fn header_value(mailbox: &str) -> String {
+    if mailbox.is_ascii() {
+        return mailbox.to_owned();
+    }
+    // Mailboxes were validated when the config was loaded.
+    match Mailbox::parse(mailbox) {
+        Ok(parsed) => parsed.header_value().into_owned(),
+        Err(_) => mailbox.to_owned(),
     }
 }
 

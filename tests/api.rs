@@ -106,6 +106,68 @@ async fn empty_optional_fields_are_left_out_of_the_ses_request() {
 }
 
 #[tokio::test]
+async fn a_non_ascii_sender_name_reaches_ses_as_an_encoded_word() {
+    use base64::Engine;
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let mut config = logto_config();
+    config["emailAddress"] = json!("Société Générale <noreply@example.com>");
+    config["replyTo"] = json!("\"Support, Zoë\" <support@example.com>");
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+
+    assert_eq!(app.send(&signin("user@example.com")).await.status(), 200);
+
+    // SES refuses a raw non-ASCII name ("Missing '\"'"); RFC 2047 B-encoding is
+    // what it documents.
+    let sent = &fake.requests().await[0];
+    let decode = |value: &str| -> (String, String) {
+        let (word, address) = value.rsplit_once(' ').unwrap();
+        let payload = word
+            .strip_prefix("=?utf-8?b?")
+            .and_then(|w| w.strip_suffix("?="))
+            .unwrap_or_else(|| panic!("not an encoded-word: {value}"));
+        let name = base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .unwrap();
+        (String::from_utf8(name).unwrap(), address.to_owned())
+    };
+    let from = sent["FromEmailAddress"].as_str().unwrap();
+    assert!(from.is_ascii(), "{from}");
+    assert_eq!(
+        decode(from),
+        (
+            "Société Générale".to_owned(),
+            "<noreply@example.com>".to_owned()
+        )
+    );
+    let reply_to = sent["ReplyToAddresses"][0].as_str().unwrap();
+    assert_eq!(
+        decode(reply_to),
+        (
+            "Support, Zoë".to_owned(),
+            "<support@example.com>".to_owned()
+        )
+    );
+
+    // The admin preview shows the sender as configured.
+    let preview = app
+        .post(
+            "/v1/preview",
+            Some(ADMIN_TOKEN),
+            &json!({"type": "SignIn", "payload": {"code": "123456"}}),
+        )
+        .await;
+    assert_eq!(preview.status(), 200);
+    let preview: Value = preview.json().await.unwrap();
+    assert_eq!(preview["from"], "Société Générale <noreply@example.com>");
+}
+
+#[tokio::test]
 async fn template_send_from_and_reply_to_override_the_config() {
     let fake = FakeSes::start().await;
     fake.accepts("id").await;

@@ -104,7 +104,9 @@ fn every_setting_is_documented_in_the_readme() {
     let readme =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
             .unwrap();
-    let table_start = readme.find("| variable | default |").expect("the settings table");
+    let table_start = readme
+        .find("| variable | default |")
+        .expect("the settings table");
     let table: String = readme[table_start..]
         .lines()
         .take_while(|line| line.starts_with('|'))

@@ -95,6 +95,34 @@ async fn a_send_from_a_verified_sender_reaches_moto() {
 }
 
 #[tokio::test]
+async fn a_verified_sender_with_a_non_ascii_name_reaches_moto() {
+    let domain = format!("verified-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_identity("us-east-1", &domain).await;
+    let mut config = config_for(&domain, "us-east-1");
+    config["emailAddress"] = json!(format!("Société Générale <noreply@{domain}>"));
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = unique_recipient();
+
+    let response = app
+        .send(&json!({"to": to, "type": "SignIn", "payload": {"code": "271828"}}))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let messages = sent_to(&to).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let source = messages[0]["source"].as_str().unwrap();
+    assert!(
+        source.starts_with("=?utf-8?b?") && source.ends_with(&format!("<noreply@{domain}>")),
+        "{source}"
+    );
+}
+
+#[tokio::test]
 async fn an_unverified_sender_is_rejected_with_ses_reason() {
     let domain = format!("unverified-{}.example.com", uuid::Uuid::new_v4().simple());
     let app = spawn_app(AppOptions {
