@@ -12,6 +12,22 @@ fn signin(to: &str) -> Value {
     json!({"to": to, "type": "SignIn", "payload": {"code": "123456", "user": {"name": "Ann"}, "application": {"name": "Acme"}}, "ip": "203.0.113.7"})
 }
 
+/// One sign-in sent with `config` through a fake SES that accepts it: the app, and
+/// the request SES received.
+async fn send_one_with(config: Value) -> (TestApp, Value) {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.send(&signin("user@example.com")).await.status(), 200);
+    let sent = fake.requests().await.remove(0);
+    (app, sent)
+}
+
 #[tokio::test]
 async fn a_send_builds_the_same_ses_request_as_logtos_connector_plus_text_and_tag() {
     let fake = FakeSes::start().await;
@@ -72,8 +88,6 @@ async fn a_send_builds_the_same_ses_request_as_logtos_connector_plus_text_and_ta
 
 #[tokio::test]
 async fn empty_optional_fields_are_left_out_of_the_ses_request() {
-    let fake = FakeSes::start().await;
-    fake.accepts("id").await;
     let mut config = logto_config();
     for key in [
         "emailAddressIdentityArn",
@@ -84,16 +98,9 @@ async fn empty_optional_fields_are_left_out_of_the_ses_request() {
         config[key] = json!("");
     }
     config["replyTo"] = json!("support@example.com");
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(fake.uri()),
-        ..AppOptions::default()
-    })
-    .await;
 
-    assert_eq!(app.send(&signin("user@example.com")).await.status(), 200);
+    let (_app, sent) = send_one_with(config).await;
 
-    let sent = &fake.requests().await[0];
     for key in [
         "FromEmailAddressIdentityArn",
         "FeedbackForwardingEmailAddress",
@@ -108,23 +115,14 @@ async fn empty_optional_fields_are_left_out_of_the_ses_request() {
 #[tokio::test]
 async fn a_non_ascii_sender_name_reaches_ses_as_an_encoded_word() {
     use base64::Engine;
-    let fake = FakeSes::start().await;
-    fake.accepts("id").await;
     let mut config = logto_config();
     config["emailAddress"] = json!("Société Générale <noreply@example.com>");
     config["replyTo"] = json!("\"Support, Zoë\" <support@example.com>");
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(fake.uri()),
-        ..AppOptions::default()
-    })
-    .await;
 
-    assert_eq!(app.send(&signin("user@example.com")).await.status(), 200);
+    let (app, sent) = send_one_with(config).await;
 
     // SES refuses a raw non-ASCII name ("Missing '\"'"); RFC 2047 B-encoding is
     // what it documents.
-    let sent = &fake.requests().await[0];
     let decode = |value: &str| -> (String, String) {
         let (word, address) = value.rsplit_once(' ').unwrap();
         let payload = word
@@ -169,23 +167,14 @@ async fn a_non_ascii_sender_name_reaches_ses_as_an_encoded_word() {
 
 #[tokio::test]
 async fn template_send_from_and_reply_to_override_the_config() {
-    let fake = FakeSes::start().await;
-    fake.accepts("id").await;
     let mut config = logto_config();
     config["replyTo"] = json!("support@example.com");
     config["templates"][0]["sendFrom"] = json!("\"Acme, Sign-in\" <signin@example.com>");
     config["templates"][0]["replyTo"] = json!("signin-help@example.com");
     config["templates"][0]["contentType"] = json!("text/plain");
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(fake.uri()),
-        ..AppOptions::default()
-    })
-    .await;
 
-    assert_eq!(app.send(&signin("user@example.com")).await.status(), 200);
+    let (_app, sent) = send_one_with(config).await;
 
-    let sent = &fake.requests().await[0];
     assert_eq!(
         sent["FromEmailAddress"],
         "\"Acme, Sign-in\" <signin@example.com>"
