@@ -142,6 +142,8 @@ def main():
                         help="SES_CONNECTOR_MAX_CONNECTIONS for the service (default: the service's)")
     parser.add_argument("--burst", type=int, default=0,
                         help="also run this many concurrent callers and report peak RSS (e.g. 2000)")
+    parser.add_argument("--logto", action="store_true",
+                        help="also measure Logto's AWS SES connector (benches/logto, Node) against the same stand-in")
     parser.add_argument("--transport", choices=["ses", "outbox"], default="ses",
                         help="outbox: measure the service without the SES call (for profiling)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -247,6 +249,37 @@ def main():
             burst = generator.run(service_url, args.burst, args.seconds, send_body, service_headers)
             burst["peak_rss_mib"] = status_kib(service.pid, "VmHWM") / 1024
 
+        # Logto's connector against the same stand-in, with the same config and body.
+        if args.logto:
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=30)
+            logto_port = free_port()
+            logto_env = dict(env)
+            logto_env.update({"LOGTO_CONFIG": json.dumps(config), "PORT": str(logto_port),
+                              "AWS_ENDPOINT_URL_SESV2": ses_url, "AWS_EC2_METADATA_DISABLED": "true"})
+            logto = subprocess.Popen(["node", str(ROOT / "benches/logto/server.mjs")], env=logto_env,
+                                     stderr=subprocess.DEVNULL)
+            processes.append(logto)
+            logto_url = f"http://127.0.0.1:{logto_port}/"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    request = urllib.request.Request(logto_url, data=send_body.encode())
+                    with urllib.request.urlopen(request, timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except Exception:
+                    time.sleep(0.05)
+            else:
+                raise SystemExit("Logto's connector did not answer a send (is `npm ci` done in benches/logto?)")
+            generator.run(logto_url, 16, 2, send_body, {"Content-Type": "application/json"})
+            results["logto"] = {}
+            for connections in (1, 16, 64):
+                cpu_before = cpu_seconds(logto.pid)
+                r = generator.run(logto_url, connections, args.seconds, send_body, {"Content-Type": "application/json"})
+                r["cpu_us_per_request"] = (cpu_seconds(logto.pid) - cpu_before) / max(r["requests"], 1) * 1e6
+                results["logto"][connections] = r
+
         cores = os.cpu_count()
         print(f"\nses-connector load harness — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cores} cores, "
               f"load generator {args.generator}, {args.seconds} s per point\n")
@@ -254,7 +287,10 @@ def main():
         print("|---|---:|---:|---:|---:|---:|---:|")
         for connections in (1, 16, 64):
             service_label = "ses-connector → stand-in" if args.transport == "ses" else "ses-connector (outbox, no SES call)"
-            for name, label in (("direct", "SES stand-in (nginx) directly"), ("service", service_label)):
+            rows = [("direct", "SES stand-in (nginx) directly"), ("service", service_label)]
+            if args.logto:
+                rows.append(("logto", "Logto's connector (Node) → stand-in"))
+            for name, label in rows:
                 r = results[name][connections]
                 cpu = f"{r['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in r else "—"
                 print(f"| {label} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {cpu} |")
@@ -266,6 +302,11 @@ def main():
         print(f"added latency at 1 caller: p50 {added_p50:.3f} ms (target ≤ 1 ms), p99 {added_p99:.3f} ms (target ≤ 3 ms)")
         print(f"resident memory: idle {idle_rss_kib / 1024:.1f} MiB (target ≤ 15), peak under load {peak_rss_kib / 1024:.1f} MiB (target ≤ 30)")
         print(f"ready to serve: {ready_ms:.0f} ms after start (target ≤ 100)")
+        if args.logto:
+            logto = results["logto"]
+            print(f"against Logto's connector: {results['service'][64]['rps'] / logto[64]['rps']:.1f}× its requests/s at 64 callers "
+                  f"({results['service'][64]['rps']:.0f} vs {logto[64]['rps']:.0f}); p50 at 1 caller "
+                  f"{results['service'][1]['p50_ms']:.3f} ms vs {logto[1]['p50_ms']:.3f} ms")
         # What the throughput target leaves the service: at 35 % of the direct rate,
         # the machine's cores minus what the stand-in and the generator spend per request.
         direct = results["direct"][64]

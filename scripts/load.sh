@@ -3,7 +3,10 @@
 # 9 minutes the first time) when missing, builds the release binary, and runs
 # benches/load.py. Loopback only; every run is bounded in time.
 #
-#   bash scripts/load.sh [--seconds N] [--generator oha|wrk] [--json target/load.json]
+#   bash scripts/load.sh [--seconds N] [--generator oha|wrk] [--burst N] [--logto] [--json target/load.json]
+#
+# --logto also measures Logto's AWS SES connector (benches/logto: the npm package
+# behind a minimal Node HTTP server) against the same stand-in; it needs Node.js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [[ " $* " != *" --generator wrk "* ]] && ! command -v oha >/dev/null 2>&1; then
   cargo install oha --locked
+fi
+if [[ " $* " == *" --logto "* ]]; then
+  command -v npm >/dev/null 2>&1 || { echo "error: --logto needs Node.js and npm" >&2; exit 1; }
+  (cd benches/logto && npm ci --no-audit --no-fund --silent)
 fi
 cargo build --release --locked
 exec python3 benches/load.py "$@"
