@@ -64,16 +64,21 @@ fn config_for(domain: &str, region: &str) -> Value {
     config
 }
 
+/// The service with `config`, sending through moto.
+async fn app_sending_to_moto(config: Value) -> TestApp {
+    spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(moto_url()),
+        ..AppOptions::default()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_send_from_a_verified_sender_reaches_moto() {
     let domain = format!("verified-{}.example.com", uuid::Uuid::new_v4().simple());
     verify_identity("us-east-1", &domain).await;
-    let app = spawn_app(AppOptions {
-        config: Some(config_for(&domain, "us-east-1")),
-        ses_endpoint: Some(moto_url()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_sending_to_moto(config_for(&domain, "us-east-1")).await;
     let to = unique_recipient();
 
     let response = app
@@ -100,12 +105,7 @@ async fn a_verified_sender_with_a_non_ascii_name_reaches_moto() {
     verify_identity("us-east-1", &domain).await;
     let mut config = config_for(&domain, "us-east-1");
     config["emailAddress"] = json!(format!("Société Générale <noreply@{domain}>"));
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(moto_url()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_sending_to_moto(config).await;
     let to = unique_recipient();
 
     let response = app
@@ -125,12 +125,7 @@ async fn a_verified_sender_with_a_non_ascii_name_reaches_moto() {
 #[tokio::test]
 async fn an_unverified_sender_is_rejected_with_ses_reason() {
     let domain = format!("unverified-{}.example.com", uuid::Uuid::new_v4().simple());
-    let app = spawn_app(AppOptions {
-        config: Some(config_for(&domain, "us-east-1")),
-        ses_endpoint: Some(moto_url()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_sending_to_moto(config_for(&domain, "us-east-1")).await;
     let to = unique_recipient();
 
     let response = app
@@ -179,12 +174,7 @@ async fn a_test_email_shows_why_ses_refused_and_then_succeeds_once_verified() {
 async fn identities_are_per_region() {
     let domain = format!("regional-{}.example.com", uuid::Uuid::new_v4().simple());
     verify_identity("us-west-2", &domain).await;
-    let app = spawn_app(AppOptions {
-        config: Some(config_for(&domain, "ap-southeast-2")),
-        ses_endpoint: Some(moto_url()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_sending_to_moto(config_for(&domain, "ap-southeast-2")).await;
     let response = app
         .send(&json!({"to": unique_recipient(), "type": "Register", "payload": {"code": "1"}}))
         .await;
