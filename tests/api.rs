@@ -954,15 +954,7 @@ async fn the_french_template_is_chosen_from_ui_locales() {
 
 #[tokio::test]
 async fn reload_swaps_in_a_valid_file_and_refuses_an_invalid_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, logto_config().to_string()).unwrap();
-    let app = spawn_app(AppOptions {
-        config_file: Some(path.clone()),
-        transport: ses_connector::settings::Transport::Outbox,
-        ..AppOptions::default()
-    })
-    .await;
+    let (app, path, _dir) = app_with_config_file().await;
 
     let mut changed = logto_config();
     changed["templates"][0]["subject"] = json!("New subject");

@@ -100,6 +100,16 @@ fn port_in(line: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
+/// `serve` on a free port with the config file at `path` and the send token.
+fn serve_with_config(path: &std::path::Path) -> Command {
+    let mut command = command();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(path)
+        .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN);
+    command
+}
+
 fn write_config(dir: &tempfile::TempDir, config: &Value) -> std::path::PathBuf {
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
@@ -295,11 +305,8 @@ async fn the_standard_endpoint_variable_is_honoured_and_logs_keep_secrets_out() 
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &logto_config());
     let server = Server::start({
-        let mut c = command();
-        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN)
-            .env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN)
+        let mut c = serve_with_config(&path);
+        c.env("SES_CONNECTOR_ADMIN_TOKENS", ADMIN_TOKEN)
             .env("SES_CONNECTOR_LOG_FORMAT", "json")
             .env("SES_CONNECTOR_LOG_LEVEL", "debug")
             // The service-specific variable wins over the general one.
@@ -388,11 +395,8 @@ async fn an_empty_service_endpoint_variable_counts_as_unset() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &logto_config());
     let server = Server::start({
-        let mut c = command();
-        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN)
-            .env("AWS_ENDPOINT_URL_SESV2", "")
+        let mut c = serve_with_config(&path);
+        c.env("AWS_ENDPOINT_URL_SESV2", "")
             .env("AWS_ENDPOINT_URL", fake.uri());
         c
     });
@@ -524,10 +528,7 @@ async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
     assert!(verify.status().is_success(), "{:?}", verify.text().await);
 
     let server = Server::start({
-        let mut c = command();
-        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("SES_CONNECTOR_SEND_TOKENS", SEND_TOKEN);
+        let mut c = serve_with_config(&path);
         env(&mut c);
         c
     });
@@ -557,13 +558,14 @@ async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("message id"));
 
-    let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let messages = data["ses"]["Message"].to_string();
-    assert!(messages.contains(&to), "the send reached moto");
-    assert!(messages.contains(&test_to), "send-test reached moto");
+    assert_eq!(
+        moto_messages_to(&to).await.len(),
+        1,
+        "the send reached moto"
+    );
+    assert_eq!(
+        moto_messages_to(&test_to).await.len(),
+        1,
+        "send-test reached moto"
+    );
 }

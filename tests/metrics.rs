@@ -98,15 +98,7 @@ async fn counters_and_histograms_move_with_sends() {
 
 #[tokio::test]
 async fn reloads_are_counted_by_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, logto_config().to_string()).unwrap();
-    let app = spawn_app(AppOptions {
-        config_file: Some(path.clone()),
-        transport: ses_connector::settings::Transport::Outbox,
-        ..AppOptions::default()
-    })
-    .await;
+    let (app, path, _dir) = app_with_config_file().await;
     let reloads = |text: &str, outcome: &str| {
         sample(
             text,

@@ -36,23 +36,6 @@ pub async fn verify_identity(region: &str, identity: &str) {
         .expect("moto verifies the identity");
 }
 
-/// Messages moto recorded for `recipient`.
-pub async fn sent_to(recipient: &str) -> Vec<Value> {
-    let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    data["ses"]["Message"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m.to_string().contains(recipient))
-        .collect()
-}
-
 fn config_for(domain: &str, region: &str) -> Value {
     let mut config = logto_config();
     config["region"] = json!(region);
@@ -89,7 +72,7 @@ async fn a_send_from_a_verified_sender_reaches_moto() {
     let body: Value = response.json().await.unwrap();
     let message_id = body["messageId"].as_str().unwrap();
     assert!(!message_id.is_empty());
-    let messages = sent_to(&to).await;
+    let messages = moto_messages_to(&to).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     let message = &messages[0];
     assert_eq!(message["id"], message_id);
@@ -113,7 +96,7 @@ async fn a_verified_sender_with_a_non_ascii_name_reaches_moto() {
         .await;
 
     assert_eq!(response.status(), 200);
-    let messages = sent_to(&to).await;
+    let messages = moto_messages_to(&to).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     let source = messages[0]["source"].as_str().unwrap();
     assert!(
@@ -141,7 +124,7 @@ async fn an_unverified_sender_is_rejected_with_ses_reason() {
             .contains("not verified"),
         "{error}"
     );
-    assert!(sent_to(&to).await.is_empty());
+    assert!(moto_messages_to(&to).await.is_empty());
 }
 
 #[tokio::test]
@@ -165,7 +148,7 @@ async fn a_test_email_shows_why_ses_refused_and_then_succeeds_once_verified() {
     verify_identity("eu-west-1", &domain).await;
     let sent = app.post("/v1/test-email", Some(ADMIN_TOKEN), &body).await;
     assert_eq!(sent.status(), 200);
-    let messages = sent_to(&to).await;
+    let messages = moto_messages_to(&to).await;
     assert_eq!(messages.len(), 1);
     assert!(messages[0]["body"].as_str().unwrap().contains("000000"));
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Detail};
 use super::extract::{Caller, JsonBody};
-use super::openapi::{RequestErrors, SendBody, SendErrors, TestEmailBody};
+use super::openapi::{IdempotencyKey, RequestErrors, SendBody, SendErrors, TestEmailBody};
 use super::{AppState, Stored};
 use crate::address::Recipient;
 use crate::connector::{type_name, ConnectorConfig, Issue, UsageType};
@@ -42,7 +42,7 @@ impl From<Sent> for SendResponse {
 }
 
 /// Send a verification email (the body Logto's HTTP Email connector posts).
-#[utoipa::path(post, path = "/v1/messages", tag = "send", request_body = SendBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+#[utoipa::path(post, path = "/v1/messages", tag = "send", request_body = SendBody, params(IdempotencyKey),
     responses(
         (status = 200, description = "Sent", body = SendResponse),
         SendErrors,
@@ -69,7 +69,7 @@ pub async fn send(
 }
 
 /// Send a test email with an unsaved config (Generic, code 000000 by default).
-#[utoipa::path(post, path = "/v1/test-email", tag = "admin", request_body = TestEmailBody, params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+#[utoipa::path(post, path = "/v1/test-email", tag = "admin", request_body = TestEmailBody, params(IdempotencyKey),
     responses(
         (status = 200, description = "Sent; with the config's warnings", body = SendResponse),
         SendErrors,

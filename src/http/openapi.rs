@@ -85,6 +85,21 @@ pub struct Status {
     pub templates: Option<usize>,
 }
 
+/// The optional `Idempotency-Key` header of the sending routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documents a header; the handlers read it from the header map
+pub struct IdempotencyKey {
+    /// Repeat-safe key (1-255 visible ASCII characters): a repeat with the same body gets the same answer without a second send
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]{1,255}$"
+    )]
+    idempotency_key: Option<String>,
+}
+
 /// The errors every JSON route with a token can answer.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // documentation only: the handlers answer with `ApiError`

@@ -308,3 +308,36 @@ pub fn moto_url() -> String {
         .filter(|u| !u.is_empty())
         .expect("MOTO_URL is not set: run the tests with scripts/test.sh, which starts moto")
 }
+
+/// Messages moto recorded for `recipient` (from its data dump).
+pub async fn moto_messages_to(recipient: &str) -> Vec<Value> {
+    let data: Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    data["ses"]["Message"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.to_string().contains(recipient))
+        .collect()
+}
+
+/// The outbox-transport app reading its config from a file (Logto's config), so
+/// tests can rewrite the file and reload: the app, the file, and the folder that
+/// must outlive them.
+pub async fn app_with_config_file() -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, logto_config().to_string()).unwrap();
+    let app = spawn_app(AppOptions {
+        config_file: Some(path.clone()),
+        transport: ses_connector::settings::Transport::Outbox,
+        ..AppOptions::default()
+    })
+    .await;
+    (app, path, dir)
+}
