@@ -152,3 +152,55 @@ async fn metrics_never_carry_recipients_codes_or_secrets() {
         assert!(!text.contains(secret), "{secret} in metrics");
     }
 }
+
+/// Series of `name` in a scrape.
+fn series(text: &str, name: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .count()
+}
+
+#[tokio::test]
+async fn invented_methods_and_paths_do_not_grow_the_metric_series() {
+    let app = spawn_app(AppOptions::default()).await;
+    // One warm-up round puts the fixed `other`/`unmatched` series in place.
+    let hit = |i: usize| {
+        let method = reqwest::Method::from_bytes(
+            format!("M{}{}", "X".repeat(i % 3000), fastrand_suffix(i)).as_bytes(),
+        )
+        .unwrap();
+        let client = app.client.clone();
+        let url = app.url(&format!("/random/{i}/{}", "p".repeat(i % 500)));
+        async move { client.request(method, url).send().await.unwrap().status() }
+    };
+    for i in 0..10 {
+        hit(i).await;
+    }
+    app.get("/metrics", None).await;
+    let before = app.get("/metrics", None).await.text().await.unwrap();
+
+    for i in 10..2010 {
+        let status = hit(i).await;
+        assert!(status.is_client_error(), "{status}");
+    }
+    let after = app.get("/metrics", None).await.text().await.unwrap();
+
+    for name in [
+        "ses_connector_http_requests_total",
+        "ses_connector_http_request_duration_seconds_count",
+    ] {
+        assert_eq!(series(&after, name), series(&before, name), "{name}");
+    }
+    assert!(after.contains("method=\"other\""), "{after}");
+    assert!(after.contains("route=\"unmatched\""), "{after}");
+    assert!(!after.contains("MXXX"), "an invented method became a label");
+    assert!(
+        !after.contains("/random/"),
+        "an invented path became a label"
+    );
+}
+
+fn fastrand_suffix(i: usize) -> String {
+    format!("{:x}", i.wrapping_mul(2_654_435_761))
+}

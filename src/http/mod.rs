@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -128,6 +128,25 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .with_state(state)
 }
 
+/// The `route` label of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label: a standard method's name, else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route; the API lives under /v1 (see the README)")
 }
@@ -150,12 +169,15 @@ async fn request_context(req: Request, next: Next) -> Response {
                 .into_uuid()
                 .to_string()
         });
+    // Labels come from fixed sets: the router's own route templates and the
+    // standard methods. Anything a caller invents (a path, a method thousands of
+    // characters long) must not become a new metric series.
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let method = method_label(req.method());
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
@@ -193,7 +215,7 @@ async fn request_context(req: Request, next: Next) -> Response {
     metrics::counter!(
         names::HTTP_REQUESTS,
         "route" => route.clone(),
-        "method" => method.to_string(),
+        "method" => method,
         "status" => status.to_string()
     )
     .increment(1);
@@ -204,7 +226,7 @@ async fn request_context(req: Request, next: Next) -> Response {
     }
     let _entered = span.enter();
     tracing::info!(
-        method = %method,
+        method,
         route,
         status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
