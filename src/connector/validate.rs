@@ -9,7 +9,7 @@ use super::{
     UsageType,
 };
 use crate::address::Mailbox;
-use crate::template::{ContentType, TemplateSet, TemplateSource};
+use crate::template::{ContentType, TemplateSet, TemplateSource, Unbounded};
 
 /// What kind of problem an [`Issue`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -21,6 +21,11 @@ pub enum IssueCode {
     MissingUsageTypes,
     DuplicateTemplate,
     TemplateSyntax,
+    /// A partial includes itself: rendering would never end.
+    TemplateRecursion,
+    /// Too deeply nested, loops nested or too many, or a partial named by an
+    /// expression: bounded work is not assured.
+    TemplateTooComplex,
     UnknownField,
     UnknownUsageType,
     UnknownRegion,
@@ -492,15 +497,26 @@ impl Checker {
             Ok(set) => Some(set),
             Err(errors) => {
                 for e in errors {
-                    let at = match (e.line, e.column) {
-                        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
-                        _ => String::new(),
+                    let path = format!("templates[{}].{}", indices[e.index], e.field);
+                    let code = match &e.unbounded {
+                        None => {
+                            let at = match (e.line, e.column) {
+                                (Some(line), Some(column)) => {
+                                    format!(" at line {line}, column {column}")
+                                }
+                                _ => String::new(),
+                            };
+                            self.error(
+                                path,
+                                IssueCode::TemplateSyntax,
+                                format!("does not compile{at}: {}", e.reason),
+                            );
+                            continue;
+                        }
+                        Some(Unbounded::Recursion { .. }) => IssueCode::TemplateRecursion,
+                        Some(_) => IssueCode::TemplateTooComplex,
                     };
-                    self.error(
-                        format!("templates[{}].{}", indices[e.index], e.field),
-                        IssueCode::TemplateSyntax,
-                        format!("does not compile{at}: {}", e.reason),
-                    );
+                    self.error(path, code, e.reason);
                 }
                 None
             }
@@ -865,6 +881,91 @@ mod tests {
                 report.errors
             );
         }
+    }
+
+    #[test]
+    fn templates_that_could_recurse_or_run_without_bound_are_refused() {
+        let deep = format!("{}x{}", "{{#if a}}".repeat(5000), "{{/if}}".repeat(5000));
+        let deep_partials = (0..40)
+            .map(|i| {
+                format!(
+                    "{{{{#*inline \"p{i}\"}}}}{{{{> p{}}}}}{{{{/inline}}}}",
+                    i + 1
+                )
+            })
+            .collect::<String>()
+            + "{{> p0}}";
+        let cases: Vec<(&str, String, IssueCode)> = vec![
+            (
+                "a recursive inline partial",
+                r#"{{#*inline "p"}}{{> p}}{{/inline}}{{> p}}"#.into(),
+                IssueCode::TemplateRecursion,
+            ),
+            (
+                "partials that include each other",
+                r#"{{#*inline "a"}}{{> b}}{{/inline}}{{#*inline "b"}}<i>{{> a}}</i>{{/inline}}{{> a}}"#.into(),
+                IssueCode::TemplateRecursion,
+            ),
+            (
+                "a template that includes itself by its registered name",
+                "{{> 3.content}}".into(),
+                IssueCode::TemplateRecursion,
+            ),
+            ("thousands of nested blocks", deep, IssueCode::TemplateTooComplex),
+            (
+                "33 nested blocks",
+                format!("{}x{}", "{{#if a}}".repeat(33), "{{/if}}".repeat(33)),
+                IssueCode::TemplateTooComplex,
+            ),
+            ("a chain of 40 partials", deep_partials, IssueCode::TemplateTooComplex),
+            (
+                "a loop inside a loop",
+                "{{#each a}}{{#each ../a}}{{/each}}{{/each}}".into(),
+                IssueCode::TemplateTooComplex,
+            ),
+            (
+                "a loop inside a loop through a partial",
+                r#"{{#*inline "p"}}{{#each a}}{{/each}}{{/inline}}{{#each a}}{{> p}}{{/each}}"#.into(),
+                IssueCode::TemplateTooComplex,
+            ),
+            (
+                "a loop repeated through a partial",
+                format!(
+                    r#"{{{{#*inline "p"}}}}{{{{#each a}}}}x{{{{/each}}}}{{{{/inline}}}}{}"#,
+                    "{{> p}}".repeat(33)
+                ),
+                IssueCode::TemplateTooComplex,
+            ),
+        ];
+        for (why, content, code) in cases {
+            let config = with(
+                logto_config(),
+                &["templates", "3", "content"],
+                json!(content),
+            );
+            let report = validate(&config);
+            assert!(!report.valid, "{why}: expected invalid");
+            assert!(
+                report
+                    .errors
+                    .iter()
+                    .any(|e| e.path == "templates[3].content" && e.code == code),
+                "{why}: expected {code:?}, got {:#?}",
+                report.errors
+            );
+        }
+    }
+
+    #[test]
+    fn bounded_partials_loops_and_nesting_are_accepted() {
+        let content = r#"{{#*inline "row"}}<li>{{name}}</li>{{/inline}}{{#> layout}}<ul>{{#each items}}{{> row}}{{/each}}</ul>{{#if a}}{{#with b}}{{#unless c}}{{> 0.subject}}{{/unless}}{{/with}}{{/if}}{{/layout}}"#;
+        let config = with(
+            logto_config(),
+            &["templates", "3", "content"],
+            json!(content),
+        );
+        let report = validate(&config);
+        assert!(report.valid, "{report:#?}");
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! Compile and render the email templates of one config; choose one by usage type
 //! and locale. Knows nothing of HTTP or AWS.
 
+pub mod bounds;
+
 use handlebars::{Context, Handlebars};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::address::Mailbox;
 use crate::connector::{Locale, UsageType};
+pub use bounds::Unbounded;
+use bounds::{BoundedBuffer, Measure, MAX_NESTING, MAX_RENDER_TIME};
 
 /// Shared layouts, usable from any template as `{{#> layout}}…{{/layout}}`.
-const HTML_LAYOUT: &str = include_str!("../templates/layout.html.hbs");
-const TEXT_LAYOUT: &str = include_str!("../templates/layout.txt.hbs");
+const HTML_LAYOUT: &str = include_str!("../../templates/layout.html.hbs");
+const TEXT_LAYOUT: &str = include_str!("../../templates/layout.txt.hbs");
 
 /// Width at which derived plain-text parts are wrapped.
 const TEXT_WIDTH: usize = 78;
@@ -47,6 +51,8 @@ pub struct SyntaxError {
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub reason: String,
+    /// Set when the template compiles but could recurse or nest without bound.
+    pub unbounded: Option<Unbounded>,
 }
 
 /// A rendering failure (a missing partial, a helper given the wrong argument).
@@ -120,6 +126,11 @@ impl TemplateSet {
                 ContentType::Plain => &mut plain,
             };
             let mut add = |registry: &mut Handlebars<'static>, name: &str, field, body: &str| {
+                // handlebars parses and renders by recursion: measure nesting first.
+                if bounds::lexical_nesting(body) > MAX_NESTING {
+                    errors.push(SyntaxError::unbounded(index, field, Unbounded::TooDeep));
+                    return;
+                }
                 if let Err(e) = registry.register_template_string(name, body) {
                     let position = e.pos();
                     errors.push(SyntaxError {
@@ -128,6 +139,7 @@ impl TemplateSet {
                         line: position.map(|p| p.0),
                         column: position.map(|p| p.1),
                         reason: e.reason().to_string(),
+                        unbounded: None,
                     });
                 }
             };
@@ -142,6 +154,9 @@ impl TemplateSet {
                 content,
                 text,
             });
+        }
+        for registry in [&html, &plain] {
+            errors.extend(measure(registry));
         }
         if errors.is_empty() {
             Ok(Self {
@@ -212,44 +227,30 @@ impl<'a> Selected<'a> {
         self.render_owned(payload.clone())
     }
 
-    /// As [`Self::render`], taking the variables by value (no copy).
+    /// As [`Self::render`], taking the variables by value (no copy). A render that
+    /// would take too long or grow too large fails instead ([`bounds`]).
     pub fn render_owned(&self, payload: Value) -> Result<RenderedEmail, RenderError> {
+        let deadline = std::time::Instant::now() + MAX_RENDER_TIME;
         let context = Context::from(payload);
         let entry = self.entry;
-        let fail = |field: &'static str| {
-            move |e: handlebars::RenderError| RenderError {
-                usage_type: entry.source.usage_type.clone(),
-                field,
-                reason: e.to_string(),
+        let part = |registry: &Handlebars<'static>, name: &str, field: &'static str| {
+            let mut buffer = BoundedBuffer::new(deadline);
+            match registry.render_with_context_to_write(name, &context, &mut buffer) {
+                Ok(()) => Ok(buffer.into_string()),
+                Err(e) => Err(RenderError {
+                    usage_type: entry.source.usage_type.clone(),
+                    field,
+                    reason: buffer.stopped.take().unwrap_or_else(|| e.to_string()),
+                }),
             }
         };
-        let subject = self
-            .set
-            .plain
-            .render_with_context(&entry.subject, &context)
-            .map_err(fail("subject"))?;
-        let subject = clean_subject(&subject);
+        let subject = clean_subject(&part(&self.set.plain, &entry.subject, "subject")?);
         let (html, text) = match entry.source.content_type {
-            ContentType::Plain => {
-                let text = self
-                    .set
-                    .plain
-                    .render_with_context(&entry.content, &context)
-                    .map_err(fail("content"))?;
-                (None, text)
-            }
+            ContentType::Plain => (None, part(&self.set.plain, &entry.content, "content")?),
             ContentType::Html => {
-                let html = self
-                    .set
-                    .html
-                    .render_with_context(&entry.content, &context)
-                    .map_err(fail("content"))?;
+                let html = part(&self.set.html, &entry.content, "content")?;
                 let text = match &entry.text {
-                    Some(name) => self
-                        .set
-                        .plain
-                        .render_with_context(name, &context)
-                        .map_err(fail("text"))?,
+                    Some(name) => part(&self.set.plain, name, "text")?,
                     None => html_to_text(&html),
                 };
                 (Some(html), text)
@@ -261,6 +262,46 @@ impl<'a> Selected<'a> {
             text,
         })
     }
+}
+
+impl SyntaxError {
+    fn unbounded(index: usize, field: &'static str, why: Unbounded) -> Self {
+        Self {
+            index,
+            field,
+            line: None,
+            column: None,
+            reason: why.to_string(),
+            unbounded: Some(why),
+        }
+    }
+}
+
+/// Measure every template registered from the config (`<index>.<field>`) in one
+/// registry, with the partials it may include.
+fn measure(registry: &Handlebars<'static>) -> Vec<SyntaxError> {
+    let templates = registry.get_templates();
+    let mut measure = Measure::new(templates.iter().map(|(n, t)| (n.as_str(), t)));
+    let mut errors = Vec::new();
+    let mut names: Vec<&String> = templates.keys().collect();
+    names.sort();
+    for name in names {
+        let Some((index, field)) = name.split_once('.') else {
+            continue;
+        };
+        let (Ok(index), Some(field)) = (
+            index.parse::<usize>(),
+            ["subject", "content", "text"]
+                .into_iter()
+                .find(|f| *f == field),
+        ) else {
+            continue;
+        };
+        if let Err(why) = measure.check(name) {
+            errors.push(SyntaxError::unbounded(index, field, why));
+        }
+    }
+    errors
 }
 
 fn registry(html: bool) -> Handlebars<'static> {
@@ -431,6 +472,28 @@ mod tests {
         assert_eq!(errors[0].index, 1);
         assert_eq!(errors[0].field, "content");
         assert!(errors[0].line.is_some(), "{errors:?}");
+    }
+
+    #[test]
+    fn a_render_larger_than_the_bound_fails_instead_of_growing() {
+        let set = TemplateSet::compile(vec![source(
+            "SignIn",
+            None,
+            "s",
+            "{{#each items}}<p>{{../big}}</p>{{/each}}",
+        )])
+        .unwrap();
+        let selected = set.select(UsageType::SignIn, None).unwrap();
+        let items: Vec<u8> = vec![0; 100];
+        let error = selected
+            .render(&json!({"big": "x".repeat(10_000), "items": items}))
+            .unwrap_err();
+        assert_eq!(error.field, "content");
+        assert!(error.reason.contains("larger than 256 KiB"), "{error}");
+        let fine = selected
+            .render(&json!({"big": "x".repeat(1_000), "items": items}))
+            .unwrap();
+        assert!(fine.html.unwrap().len() > 100_000);
     }
 
     #[test]
