@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::mailer::BoxFuture;
 
@@ -13,10 +13,16 @@ pub const MAX_KEY_LEN: usize = 255;
 /// How long an answer is kept for repeats.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// The same key was used with a different request body.
+/// Why a request with a key got no answer of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("this Idempotency-Key was used with a different request")]
-pub struct KeyReused;
+pub enum IdempotencyError {
+    /// The same key was used with a different request body.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+    /// The first request's work ended without an answer (it panicked).
+    #[error("the first request with this Idempotency-Key failed without an answer")]
+    Lost,
+}
 
 /// What the work produced, and whether to keep it for repeats.
 pub struct Completed<T> {
@@ -32,33 +38,50 @@ pub struct Answer<T> {
     pub replayed: bool,
 }
 
+/// The memory an answer holds, so that stores are bounded in bytes.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
 /// Where answers are kept; memory now, a shared store for replicas later.
 pub trait IdempotencyStore<T>: Send + Sync {
     /// Run `work` once per `key`; a repeat with the same `fingerprint` gets the
-    /// first answer, one with another fingerprint gets [`KeyReused`].
+    /// first answer, one with another fingerprint gets
+    /// [`IdempotencyError::KeyReused`]. The work runs to its end and its answer is
+    /// stored even when every caller waiting for it has gone.
     fn execute<'a>(
         &'a self,
         key: String,
         fingerprint: [u8; 32],
         work: BoxFuture<'static, Completed<T>>,
-    ) -> BoxFuture<'a, Result<Answer<T>, KeyReused>>;
+    ) -> BoxFuture<'a, Result<Answer<T>, IdempotencyError>>;
 }
 
 struct Entry<T> {
     fingerprint: [u8; 32],
-    answer: OnceCell<T>,
+    /// `None` while the first request's work is in flight.
+    answer: watch::Receiver<Option<T>>,
+    /// Bytes held, known once the answer is in.
+    weight: usize,
 }
 
-/// In-memory store: bounded, entries expire after [`RETENTION`].
-pub struct MemoryIdempotencyStore<T: Clone + Send + Sync + 'static> {
+/// In-memory store: bounded in bytes, entries expire after [`RETENTION`].
+pub struct MemoryIdempotencyStore<T: Clone + Weigh + Send + Sync + 'static> {
     entries: moka::future::Cache<String, Arc<Entry<T>>>,
 }
 
-impl<T: Clone + Send + Sync + 'static> MemoryIdempotencyStore<T> {
-    pub fn new(max_entries: u64) -> Self {
+/// What an entry costs besides its key and answer.
+const ENTRY_OVERHEAD: usize = 160;
+
+impl<T: Clone + Weigh + Send + Sync + 'static> MemoryIdempotencyStore<T> {
+    /// A store holding at most `max_bytes` of keys and answers.
+    pub fn new(max_bytes: u64) -> Self {
         Self {
             entries: moka::future::Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, entry: &Arc<Entry<T>>| {
+                    u32::try_from(key.len() + entry.weight + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
                 .time_to_live(RETENTION)
                 .build(),
         }
@@ -69,49 +92,73 @@ impl<T: Clone + Send + Sync + 'static> MemoryIdempotencyStore<T> {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
+
+    /// Bytes held now, as weighed (for tests and metrics).
+    pub async fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.weighted_size()
+    }
 }
 
-impl<T: Clone + Send + Sync + 'static> IdempotencyStore<T> for MemoryIdempotencyStore<T> {
+impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIdempotencyStore<T> {
     fn execute<'a>(
         &'a self,
         key: String,
         fingerprint: [u8; 32],
         work: BoxFuture<'static, Completed<T>>,
-    ) -> BoxFuture<'a, Result<Answer<T>, KeyReused>> {
+    ) -> BoxFuture<'a, Result<Answer<T>, IdempotencyError>> {
         Box::pin(async move {
+            let (answer_tx, answer_rx) = watch::channel(None);
+            let claim = Arc::new(Entry {
+                fingerprint,
+                answer: answer_rx,
+                weight: 0,
+            });
             let entry = self
                 .entries
-                .get_with(key.clone(), async {
-                    Arc::new(Entry {
-                        fingerprint,
-                        answer: OnceCell::new(),
-                    })
-                })
+                .entry(key.clone())
+                .or_insert_with(async { claim })
                 .await;
-            if entry.fingerprint != fingerprint {
-                return Err(KeyReused);
-            }
-            let mut ran = false;
-            let value = entry
-                .answer
-                .get_or_init(|| async {
-                    ran = true;
-                    // Spawned, so a caller that hangs up does not cancel a send
-                    // that others are waiting for.
-                    let completed = match tokio::spawn(work).await {
-                        Ok(completed) => completed,
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    };
-                    if !completed.keep {
-                        self.entries.invalidate(&key).await;
+            let first = entry.is_fresh();
+            let entry = entry.into_value();
+            if first {
+                // The work and the storing of its answer run in their own task, so
+                // a caller that hangs up cancels neither: a duplicate waiting for
+                // this answer gets it instead of starting a second send.
+                let entries = self.entries.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let completed = work.await;
+                    if completed.keep {
+                        let (_, answer) = watch::channel(Some(completed.value.clone()));
+                        let done = Arc::new(Entry {
+                            fingerprint,
+                            answer,
+                            weight: completed.value.weight(),
+                        });
+                        entries.insert(key, done).await;
+                    } else {
+                        entries.invalidate(&key).await;
                     }
-                    completed.value
-                })
+                    let _ = answer_tx.send(Some(completed.value));
+                });
+            } else if entry.fingerprint != fingerprint {
+                return Err(IdempotencyError::KeyReused);
+            }
+            let mut answer = entry.answer.clone();
+            let value = answer
+                .wait_for(Option::is_some)
                 .await
-                .clone();
+                .map(|value| value.clone())
+                .ok()
+                .flatten();
+            let Some(value) = value else {
+                self.entries.invalidate(&key).await;
+                return Err(IdempotencyError::Lost);
+            };
             Ok(Answer {
                 value,
-                replayed: !ran,
+                replayed: !first,
             })
         })
     }
@@ -121,6 +168,18 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyStore<T> for MemoryIdempotency
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    impl Weigh for &'static str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    impl Weigh for String {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
 
     fn work(
         calls: &Arc<AtomicUsize>,
@@ -192,7 +251,7 @@ mod tests {
         let reused = store
             .execute("k".into(), [2; 32], work(&calls, "b", true))
             .await;
-        assert_eq!(reused, Err(KeyReused));
+        assert_eq!(reused, Err(IdempotencyError::KeyReused));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -219,15 +278,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn memory_is_bounded() {
-        let store = MemoryIdempotencyStore::new(10);
-        let calls = Arc::new(AtomicUsize::new(0));
+    async fn memory_is_bounded_in_bytes() {
+        let store = MemoryIdempotencyStore::new(100_000);
         for i in 0..50 {
             store
-                .execute(format!("k{i}"), [1; 32], work(&calls, "v", true))
+                .execute(
+                    format!("k{i}"),
+                    [1; 32],
+                    Box::pin(async {
+                        Completed {
+                            value: "x".repeat(20_000),
+                            keep: true,
+                        }
+                    }),
+                )
                 .await
                 .unwrap();
         }
-        assert!(store.entry_count().await <= 10);
+        assert!(store.weighted_size().await <= 100_000);
+        assert!(store.entry_count().await <= 5);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_neither_cancels_the_work_nor_lets_a_duplicate_run_it_again() {
+        let store = Arc::new(MemoryIdempotencyStore::new(100_000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = {
+            let store = store.clone();
+            let work = work(&calls, "first", true);
+            tokio::spawn(async move { store.execute("k".into(), [1; 32], work).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        first.abort();
+        let duplicate = store
+            .execute("k".into(), [1; 32], work(&calls, "second", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            duplicate,
+            Answer {
+                value: "first",
+                replayed: true
+            }
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

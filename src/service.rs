@@ -102,12 +102,11 @@ impl EmailService {
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;
-        let in_flight = metrics::gauge!(names::IN_FLIGHT);
-        in_flight.increment(1.0);
+        let in_flight = InFlight::enter();
         let started = Instant::now();
         let result = self.mailer.send(&email).await;
         let elapsed = started.elapsed();
-        in_flight.decrement(1.0);
+        drop(in_flight);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let label = match &result {
             Ok(_) => "sent",
@@ -151,6 +150,24 @@ impl EmailService {
         payload: &Map<String, Value>,
     ) -> Result<Preview, ServiceError> {
         prepare(config, usage_type, payload)
+    }
+}
+
+/// One send counted in the in-flight gauge until it is dropped, also when the
+/// request is cancelled mid-send.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!(names::IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

@@ -24,8 +24,9 @@ use crate::ses::SesMailer;
 use crate::settings::{ConfigSource, Settings, Transport};
 use crate::telemetry::{self, names};
 
-/// Idempotency answers kept at most (each a few hundred bytes).
-const IDEMPOTENCY_MAX_ENTRIES: u64 = 100_000;
+/// Bytes of idempotency keys and answers kept at most (a send's answer is about
+/// 150 bytes; a test email's report with warnings can be much larger).
+const IDEMPOTENCY_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A built, bound application, ready to serve.
 pub struct Application {
@@ -97,7 +98,7 @@ impl Application {
                 settings.rate_limit_recipient,
                 settings.rate_limit_ip,
             )),
-            idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_ENTRIES)),
+            idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES)),
         };
         let listener = TcpListener::bind(settings.listen)
             .await

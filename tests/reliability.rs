@@ -78,6 +78,87 @@ async fn five_concurrent_duplicates_make_exactly_one_ses_call() {
     assert_eq!(fake.requests().await.len(), 1);
 }
 
+/// A client that gives up after `after`, hanging up mid-request.
+async fn send_and_hang_up(app: &TestApp, key: Option<&str>, body: &Value, after: Duration) {
+    let mut request = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .timeout(after)
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let outcome = request.send().await;
+    assert!(outcome.is_err_and(|e| e.is_timeout()), "the client hung up");
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_mid_send_leaves_one_send_and_its_answer_for_the_duplicate() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "one"}))
+            .set_delay(Duration::from_millis(1500)),
+    )
+    .await;
+    let app = app_with_fake_ses(&fake).await;
+    let body = signin("u@example.com");
+
+    send_and_hang_up(&app, Some("hang-up"), &body, Duration::from_millis(300)).await;
+    until_received(&fake, 1).await;
+    let duplicate = send_with_key(&app, SEND_TOKEN, "hang-up", &body).await;
+
+    assert_eq!(duplicate.status(), 200);
+    assert_eq!(duplicate.headers()["idempotent-replayed"], "true");
+    assert_eq!(duplicate.json::<Value>().await.unwrap()["messageId"], "one");
+    assert_eq!(fake.requests().await.len(), 1, "exactly one SES call");
+}
+
+#[tokio::test]
+async fn the_in_flight_gauge_returns_to_zero_when_a_request_is_cancelled() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "late"}))
+            .set_delay(Duration::from_secs(60)),
+    )
+    .await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ses: ses_connector::ses::SesOptions {
+            attempt_timeout: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(60),
+            ..fast_ses_options()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let in_flight = || async {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("ses_connector_sends_in_flight "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+
+    send_and_hang_up(
+        &app,
+        None,
+        &signin("u@example.com"),
+        Duration::from_millis(300),
+    )
+    .await;
+    until_received(&fake, 1).await;
+
+    for _ in 0..500 {
+        if in_flight().await == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the in-flight gauge stayed at {:?}", in_flight().await);
+}
+
 #[tokio::test]
 async fn the_same_key_with_another_body_is_a_422() {
     let fake = FakeSes::start().await;

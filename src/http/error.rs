@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::connector::{Issue, ValidationReport};
-use crate::idempotency::KeyReused;
+use crate::idempotency::{IdempotencyError, Weigh};
 use crate::limits::LimitExceeded;
 use crate::mailer::SendError;
 use crate::service::ServiceError;
@@ -216,13 +216,38 @@ impl From<LimitExceeded> for ApiError {
     }
 }
 
-impl From<KeyReused> for ApiError {
-    fn from(error: KeyReused) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            format!("{error}; use a new key for a new request"),
-        )
+impl From<IdempotencyError> for ApiError {
+    fn from(error: IdempotencyError) -> Self {
+        match error {
+            IdempotencyError::KeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("{error}; use a new key for a new request"),
+            ),
+            IdempotencyError::Lost => Self::internal(error.to_string()),
+        }
+    }
+}
+
+/// A stored answer's bytes: its body, or the error's text.
+impl Weigh for Result<axum::body::Bytes, ApiError> {
+    fn weight(&self) -> usize {
+        match self {
+            Ok(body) => body.len(),
+            Err(error) => {
+                std::mem::size_of::<ApiError>()
+                    + error.message.len()
+                    + error
+                        .details
+                        .iter()
+                        .map(|d| d.path.len() + d.message.len() + 48)
+                        .sum::<usize>()
+                    + error
+                        .ses
+                        .as_ref()
+                        .map_or(0, |s| s.code.len() + s.message.len())
+            }
+        }
     }
 }
 
