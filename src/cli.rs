@@ -81,8 +81,10 @@ pub enum Command {
     },
     /// Exit 0 if the URL answers 200, else 1 (for container health checks).
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
+        /// The health URL [default: http://127.0.0.1:8080/healthz, or /healthz on the
+        /// port of SES_CONNECTOR_HEALTH_LISTEN when that is set].
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -108,7 +110,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                     usage_type,
                 } => send_test(&config, &to, &usage_type).await,
                 Command::Init { out, force } => init(out.as_deref(), force),
-                Command::Healthcheck { url } => healthcheck(&url).await,
+                Command::Healthcheck { url } => {
+                    let url = url.unwrap_or_else(|| health_url(cli.serve.health_listen));
+                    healthcheck(&url).await
+                }
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }
@@ -325,6 +330,23 @@ fn init(out: Option<&Path>, force: bool) -> ExitCode {
 }
 
 /// GET the URL over plain HTTP/1.1; exit 0 on 200. The image has no curl.
+/// The default health URL: the health listener's when there is one.
+fn health_url(health_listen: Option<std::net::SocketAddr>) -> String {
+    match health_listen {
+        Some(addr) => {
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else if addr.is_ipv6() {
+                format!("[{}]", addr.ip())
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}/healthz", addr.port())
+        }
+        None => "http://127.0.0.1:8080/healthz".to_owned(),
+    }
+}
+
 async fn healthcheck(url: &str) -> ExitCode {
     match tokio::time::timeout(Duration::from_secs(3), get_status(url)).await {
         Ok(Ok(200)) => ExitCode::SUCCESS,
@@ -366,4 +388,22 @@ async fn get_status(url: &str) -> Result<u16, String> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| "not an HTTP answer".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_url_follows_the_health_listener() {
+        assert_eq!(health_url(None), "http://127.0.0.1:8080/healthz");
+        assert_eq!(
+            health_url(Some("0.0.0.0:9090".parse().unwrap())),
+            "http://127.0.0.1:9090/healthz"
+        );
+        assert_eq!(
+            health_url(Some("[::1]:9090".parse().unwrap())),
+            "http://[::1]:9090/healthz"
+        );
+    }
 }

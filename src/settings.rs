@@ -33,6 +33,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SES_CONNECTOR_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// A second address serving only /healthz, /readyz and /metrics, with its own
+    /// connection cap: probes stay answerable when callers fill the main one.
+    #[arg(long, env = "SES_CONNECTOR_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Dev mode: built-in config, loopback only, no tokens, outbox transport.
     /// Also chosen when no config is given at all.
     #[arg(long)]
@@ -265,6 +270,8 @@ impl Tokens {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where probes and metrics are also served, on a listener of their own.
+    pub health_listen: Option<SocketAddr>,
     pub dev: bool,
     pub transport: Transport,
     pub config_source: ConfigSource,
@@ -314,6 +321,11 @@ impl Settings {
             None if dev => SocketAddr::from(([127, 0, 0, 1], 8080)),
             None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         };
+        if let Some(health) = args.health_listen.filter(|a| dev && !a.ip().is_loopback()) {
+            return Err(SettingsError(format!(
+                "dev mode listens on loopback only, but SES_CONNECTOR_HEALTH_LISTEN is {health}; use 127.0.0.1"
+            )));
+        }
         if dev && !listen.ip().is_loopback() {
             return Err(SettingsError(format!(
                 "dev mode listens on loopback only, but {listen} was asked for; use 127.0.0.1, or give a config and tokens to serve on other addresses"
@@ -388,6 +400,7 @@ impl Settings {
             .filter(|s| !secrecy::ExposeSecret::expose_secret(s).trim().is_empty());
         Ok(Self {
             listen,
+            health_listen: args.health_listen,
             dev,
             transport,
             config_source,

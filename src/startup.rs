@@ -28,9 +28,24 @@ use crate::telemetry::{self, names};
 /// 150 bytes; a test email's report with warnings can be much larger).
 const IDEMPOTENCY_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Open connections at most on the health listener.
+const HEALTH_MAX_CONNECTIONS: usize = 64;
+/// Probes send one request at once; an idle probe connection gives its slot back soon.
+const HEALTH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Stops a task when dropped: the health listener ends with the main one.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A built, bound application, ready to serve.
 pub struct Application {
     listener: TcpListener,
+    health_listener: Option<TcpListener>,
     state: AppState,
     settings: Settings,
 }
@@ -103,8 +118,15 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let health_listener = match settings.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} (SES_CONNECTOR_HEALTH_LISTEN): {e}")
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            health_listener,
             state,
             settings,
         })
@@ -125,6 +147,13 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The health listener's address, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serve until SIGTERM or SIGINT, then drain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.run_until(shutdown_signal()).await
@@ -133,12 +162,30 @@ impl Application {
     /// Serve until `stop` completes; then refuse new connections, let in-flight
     /// requests finish within the grace period, and return.
     pub async fn run_until(
-        self,
+        mut self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
-        self.announce(addr);
         spawn_reload_on_sighup(self.state.clone());
+        // Probes get a listener and a connection cap of their own, so callers that
+        // fill the main cap (idle keep-alive, slow senders) cannot starve them.
+        let health = self.health_listener.take().map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving /healthz, /readyz and /metrics");
+            let listener = LimitedListener::new(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                HEALTH_MAX_CONNECTIONS,
+            );
+            tokio::spawn(connections::serve(
+                listener,
+                crate::http::health_router(self.state.clone()),
+                HEALTH_IDLE_TIMEOUT,
+                std::future::pending(),
+            ))
+        });
+        let _health = health.map(AbortOnDrop);
+        self.announce(addr);
         let draining = self.state.draining.clone();
         let grace = self.settings.shutdown_grace;
         let delay = self.settings.shutdown_delay;

@@ -456,6 +456,50 @@ async fn idle_and_slow_connections_are_closed_and_give_their_slot_back() {
 }
 
 #[tokio::test]
+async fn probes_answer_on_the_health_listener_while_silent_connections_fill_the_cap() {
+    let app = spawn_app(AppOptions {
+        tune: |s| {
+            s.max_connections = 3;
+            s.health_listen = Some("127.0.0.1:0".parse().unwrap());
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let main = app.address.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(&main).await.unwrap());
+    }
+    let starved = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(starved.is_err(), "the main listener is full");
+    let health = app.health_address.clone().unwrap();
+    let client = reqwest::Client::new();
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let started = std::time::Instant::now();
+        let response = client.get(format!("{health}{path}")).send().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(
+            elapsed < Duration::from_millis(100),
+            "{path} took {elapsed:?}"
+        );
+    }
+    let other = client
+        .post(format!("{health}/v1/messages"))
+        .json(&signin("u@example.com"))
+        .send()
+        .await
+        .unwrap();
+    error_of(other, 404, "not_found").await;
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_keep_alive_connection_serves_many_requests_within_the_idle_timeout() {
     let app = spawn_app(AppOptions {
         tune: |s| s.idle_timeout = Duration::from_millis(500),

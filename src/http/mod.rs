@@ -147,6 +147,19 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The routes an orchestrator and a metrics scraper need, and nothing else: served
+/// on the health listener, whose connections do not count against the main cap.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route; the API lives under /v1 (see the README)")
 }

@@ -53,6 +53,8 @@ pub fn fast_ses_options() -> SesOptions {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://…` of the health listener, when the settings ask for one.
+    pub health_address: Option<String>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -114,12 +116,14 @@ pub async fn build_app(options: AppOptions) -> Application {
 pub async fn spawn_app(options: AppOptions) -> TestApp {
     let (app, transport) = build(options).await;
     let address = format!("http://127.0.0.1:{}", app.port());
+    let health_address = app.health_addr().map(|a| format!("http://{a}"));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stop_rx.await;
     }));
     TestApp {
         address,
+        health_address,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -152,6 +156,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
     };
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: None,
         dev,
         transport,
         config_source,
