@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     config,
                     to,
                     usage_type,
-                } => send_test(&config, &to, &usage_type).await,
+                } => send_test(&config, &to, &usage_type, &cli.serve).await,
                 Command::Init { out, force } => init(out.as_deref(), force),
                 Command::Healthcheck { url } => {
                     let url = url.unwrap_or_else(|| health_url(cli.serve.health_listen));
@@ -149,7 +149,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 fn read_json(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+    crate::reload::parse(&text, &path.display().to_string())
 }
 
 fn print_report(report: &ValidationReport) {
@@ -258,10 +258,33 @@ fn render(config: &Path, usage: &str, payload: Option<&str>, locale: Option<&str
     run().err().unwrap_or(ExitCode::SUCCESS)
 }
 
-async fn send_test(config: &Path, to: &str, usage: &str) -> ExitCode {
-    let config = match load(config) {
-        Ok(config) => config,
-        Err(code) => return code,
+async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs) -> ExitCode {
+    // The same overrides `serve` applies, so a key kept out of the file works here too.
+    let config = match read_json(config) {
+        Ok(mut value) => {
+            crate::reload::override_credentials(
+                &mut value,
+                credentials
+                    .access_key_id
+                    .clone()
+                    .filter(|s| !s.trim().is_empty()),
+                credentials
+                    .access_key_secret
+                    .as_ref()
+                    .filter(|s| !secrecy::ExposeSecret::expose_secret(*s).trim().is_empty()),
+            );
+            match ConnectorConfig::load(value) {
+                Ok(config) => config,
+                Err(report) => {
+                    print_report(&report);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
     };
     let to = match Recipient::parse(to) {
         Ok(to) => to,

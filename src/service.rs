@@ -82,8 +82,8 @@ impl EmailService {
     }
 
     /// Swap in a new config atomically.
-    pub fn replace_config(&self, config: ConnectorConfig) {
-        self.config.store(Arc::new(config));
+    pub fn replace_config(&self, config: Arc<ConnectorConfig>) {
+        self.config.store(config);
     }
 
     /// Send with the active config.

@@ -10,6 +10,10 @@ use secrecy::SecretString;
 use crate::limits::Rate;
 use crate::ses::SesOptions;
 
+/// How long reading the config source may take (a local file takes microseconds;
+/// a FIFO or a hung network mount never finishes).
+pub const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Shortest API token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -288,6 +292,8 @@ pub struct Settings {
     pub queue_timeout: Duration,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    /// How long reading the config source may take before a (re)load fails.
+    pub config_read_timeout: Duration,
 }
 
 impl Settings {
@@ -305,7 +311,10 @@ pub struct SettingsError(String);
 impl Settings {
     /// Check and resolve `serve` flags: read token files, pick dev mode, check timeouts.
     pub fn from_args(args: ServeArgs) -> Result<Self, SettingsError> {
-        let config_source = match (&args.config, &args.config_json) {
+        // An empty variable counts as unset, as the AWS endpoint variables do.
+        let config_json = args.config_json.as_ref().filter(|j| !j.trim().is_empty());
+        let config = args.config.as_ref().filter(|p| !p.as_os_str().is_empty());
+        let config_source = match (config, config_json) {
             (Some(_), Some(_)) => {
                 return Err(SettingsError(
                     "set either SES_CONNECTOR_CONFIG (--config) or SES_CONNECTOR_CONFIG_JSON (--config-json), not both".into(),
@@ -417,6 +426,7 @@ impl Settings {
             queue_timeout: seconds("QUEUE_TIMEOUT_SECONDS", args.queue_timeout_seconds)?,
             shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+            config_read_timeout: CONFIG_READ_TIMEOUT,
         })
     }
 }
@@ -515,6 +525,21 @@ mod tests {
         assert_eq!(s.tokens.send.len(), 2);
         assert_eq!(s.tokens.admin.len(), 1);
         assert!(!format!("{s:?}").contains("send-token-0123456789"));
+    }
+
+    #[test]
+    fn an_empty_inline_config_counts_as_unset() {
+        let s = settings(&[
+            "--config",
+            "x.json",
+            "--config-json",
+            "",
+            "--admin-tokens",
+            "admin-token-0123456789",
+        ])
+        .unwrap();
+        assert!(matches!(s.config_source, ConfigSource::File(_)));
+        assert!(settings(&["--config-json", " "]).unwrap().dev);
     }
 
     #[test]

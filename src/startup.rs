@@ -6,23 +6,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use secrecy::ExposeSecret;
-use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::builtin;
-use crate::connector::ConnectorConfig;
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
-use crate::http::{router, AppState, ReloadError, Reloader};
+use crate::http::{router, AppState};
 use crate::idempotency::MemoryIdempotencyStore;
 use crate::limits::{MemoryLimits, SendGate};
 use crate::mailer::Mailer;
 use crate::outbox::Outbox;
+use crate::reload::{ConfigLoader, ReloadError, Trigger};
 use crate::service::EmailService;
 use crate::ses::SesMailer;
-use crate::settings::{ConfigSource, Settings, Transport};
-use crate::telemetry::{self, names};
+use crate::settings::{Settings, Transport};
+use crate::telemetry;
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
 /// 150 bytes; a test email's report with warnings can be much larger).
@@ -63,8 +60,8 @@ impl Application {
         mailer: Option<Arc<dyn Mailer>>,
     ) -> anyhow::Result<Self> {
         telemetry::metrics_handle();
-        let reloader = reloader(&settings);
-        let config = reloader().map_err(|e| match e {
+        let loader = Arc::new(ConfigLoader::new(&settings));
+        let config = loader.load().await.map_err(|e| match e {
             ReloadError::Unreadable(message) => anyhow::anyhow!("{message}"),
             ReloadError::Invalid(report) => {
                 let lines: Vec<String> = report
@@ -108,7 +105,7 @@ impl Application {
             outbox,
             dev: settings.dev,
             draining: Arc::new(AtomicBool::new(false)),
-            reloader,
+            loader,
             limits: Arc::new(MemoryLimits::new(
                 settings.rate_limit_recipient,
                 settings.rate_limit_ip,
@@ -241,48 +238,6 @@ impl Application {
     }
 }
 
-/// The function that (re)reads the config source and applies the credential overrides.
-pub fn reloader(settings: &Settings) -> Reloader {
-    let source = settings.config_source.clone();
-    let access_key_id = settings.access_key_id.clone();
-    let access_key_secret = settings.access_key_secret.clone();
-    Arc::new(move || {
-        let mut value = read_source(&source)?;
-        if let Some(object) = value.as_object_mut() {
-            if let Some(id) = &access_key_id {
-                object.insert("accessKeyId".into(), Value::String(id.clone()));
-            }
-            if let Some(secret) = &access_key_secret {
-                object.insert(
-                    "accessKeySecret".into(),
-                    Value::String(secret.expose_secret().to_owned()),
-                );
-            }
-        }
-        ConnectorConfig::load(value).map_err(ReloadError::Invalid)
-    })
-}
-
-fn read_source(source: &ConfigSource) -> Result<Value, ReloadError> {
-    match source {
-        ConfigSource::BuiltIn => Ok(builtin::starter_config()),
-        ConfigSource::Inline(json) => serde_json::from_str(json).map_err(|e| {
-            ReloadError::Unreadable(format!("SES_CONNECTOR_CONFIG_JSON is not valid JSON: {e}"))
-        }),
-        ConfigSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ReloadError::Unreadable(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            serde_json::from_str(&text).map_err(|e| {
-                ReloadError::Unreadable(format!(
-                    "config file {} is not valid JSON: {e}",
-                    path.display()
-                ))
-            })
-        }
-    }
-}
-
 #[cfg(unix)]
 fn spawn_reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -291,25 +246,8 @@ fn spawn_reload_on_sighup(state: AppState) {
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match (state.reloader)() {
-                Ok(config) => {
-                    metrics::counter!(names::RELOADS, "outcome" => "ok", "trigger" => "sighup")
-                        .increment(1);
-                    tracing::info!(
-                        templates = config.templates.len(),
-                        "config reloaded on SIGHUP"
-                    );
-                    state.service.replace_config(config);
-                }
-                Err(ReloadError::Invalid(report)) => {
-                    metrics::counter!(names::RELOADS, "outcome" => "invalid", "trigger" => "sighup").increment(1);
-                    tracing::error!(errors = report.errors.len(), "config reload on SIGHUP refused: the new config is invalid; the old one keeps serving");
-                }
-                Err(ReloadError::Unreadable(message)) => {
-                    metrics::counter!(names::RELOADS, "outcome" => "unreadable", "trigger" => "sighup").increment(1);
-                    tracing::error!(%message, "config reload on SIGHUP refused; the old config keeps serving");
-                }
-            }
+            // Logged and counted by the loader; a failure keeps the old config.
+            let _ = state.loader.reload(&state.service, Trigger::Sighup).await;
         }
     });
 }

@@ -569,3 +569,55 @@ async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
         "send-test reached moto"
     );
 }
+
+#[tokio::test]
+async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() {
+    let fake = FakeSes::start().await;
+    fake.accepts("env-keys").await;
+    let mut config = logto_config();
+    config.as_object_mut().unwrap().remove("accessKeyId");
+    config.as_object_mut().unwrap().remove("accessKeySecret");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &config);
+    let env = |c: &mut Command| {
+        c.env("SES_CONNECTOR_ACCESS_KEY_ID", "AKIAENVOVERRIDE00001")
+            .env("SES_CONNECTOR_ACCESS_KEY_SECRET", "env-secret-value")
+            .env("AWS_ENDPOINT_URL_SESV2", fake.uri());
+    };
+
+    let mut send_test = command();
+    send_test
+        .args(["send-test", "--config"])
+        .arg(&path)
+        .args(["--to", "u@example.com"]);
+    env(&mut send_test);
+    let output = send_test.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let server = Server::start({
+        let mut c = serve_with_config(&path);
+        env(&mut c);
+        c
+    });
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop();
+
+    let requests = fake.server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2, "send-test and serve each sent once");
+    for request in requests {
+        let authorization = request.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            authorization.contains("Credential=AKIAENVOVERRIDE00001/"),
+            "{authorization}"
+        );
+    }
+}

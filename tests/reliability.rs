@@ -591,6 +591,71 @@ async fn readyz_turns_503_when_draining_begins() {
 
 // --- hot reload -----------------------------------------------------------------
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_that_never_answers_fails_the_reload_and_the_service_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, logto_config().to_string()).unwrap();
+    let app = spawn_app(AppOptions {
+        config_file: Some(path.clone()),
+        transport: ses_connector::settings::Transport::Outbox,
+        tune: |s| s.config_read_timeout = Duration::from_millis(300),
+        ..AppOptions::default()
+    })
+    .await;
+    // A FIFO with no writer: reading it blocks until someone writes.
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let empty = json!({});
+    let reload = || async {
+        let request = app.post("/v1/config/reload", Some(ADMIN_TOKEN), &empty);
+        tokio::time::timeout(Duration::from_secs(10), request)
+            .await
+            .expect("the reload answers; the runtime is not blocked")
+    };
+
+    let first = error_of(reload().await, 422, "invalid_config").await;
+    assert!(
+        first["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 300 ms"),
+        "{first}"
+    );
+    let second = error_of(reload().await, 422, "invalid_config").await;
+    assert!(
+        second["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not finished"),
+        "{second}"
+    );
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    let sent = app.send(&signin("u@example.com")).await;
+    assert_eq!(sent.status(), 200, "the old config keeps serving");
+
+    // Let the stuck read finish; the next reload reads the file again.
+    let writer = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || std::fs::write(&path, logto_config().to_string())
+    });
+    writer.await.unwrap().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, format!("\u{feff}{}", logto_config())).unwrap();
+    for _ in 0..100 {
+        let response = reload().await;
+        if response.status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the reload never succeeded after the read was released");
+}
+
 #[tokio::test]
 async fn a_send_in_flight_during_a_reload_finishes_on_its_config() {
     let fake = FakeSes::start().await;

@@ -8,11 +8,11 @@ use serde_json::{Map, Value};
 use super::error::{ApiError, Detail};
 use super::extract::JsonBody;
 use super::openapi::{ErrorBody, PreviewBody, RequestErrors};
-use super::{AppState, ReloadError};
+use super::AppState;
 use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, type_name, ConnectorConfig, Issue, UsageType, ValidationReport};
+use crate::reload::{ReloadError, Trigger};
 use crate::service::EmailService;
-use crate::telemetry::names;
 use crate::template::TemplateChoice;
 
 /// Validate a config: every problem at once, valid or not.
@@ -149,37 +149,24 @@ pub struct ReloadResponse {
     ),
     security(("bearer" = [])))]
 pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
-    let config = (state.reloader)().map_err(|e| match e {
-        ReloadError::Invalid(report) => {
-            metrics::counter!(names::RELOADS, "outcome" => "invalid", "trigger" => "api")
-                .increment(1);
-            tracing::error!(
-                errors = report.errors.len(),
-                "config reload refused: the new config is invalid"
-            );
-            ApiError::invalid_config(&report)
-        }
-        ReloadError::Unreadable(message) => {
-            metrics::counter!(names::RELOADS, "outcome" => "unreadable", "trigger" => "api")
-                .increment(1);
-            tracing::error!(%message, "config reload refused: the config cannot be read");
-            ApiError {
+    let config = state
+        .loader
+        .reload(&state.service, Trigger::Api)
+        .await
+        .map_err(|e| match e {
+            ReloadError::Invalid(report) => ApiError::invalid_config(&report),
+            ReloadError::Unreadable(message) => ApiError {
                 details: vec![Detail::new("", message)],
                 ..ApiError::new(
                     axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_config",
                     "the config source cannot be read; the active config is unchanged",
                 )
-            }
-        }
-    })?;
-    let response = ReloadResponse {
+            },
+        })?;
+    Ok(Json(ReloadResponse {
         reloaded: true,
         templates: config.templates.len(),
         warnings: config.warnings.clone(),
-    };
-    state.service.replace_config(config);
-    metrics::counter!(names::RELOADS, "outcome" => "ok", "trigger" => "api").increment(1);
-    tracing::info!(templates = response.templates, "config reloaded");
-    Ok(Json(response))
+    }))
 }

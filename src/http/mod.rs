@@ -21,10 +21,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing::Instrument;
 
-use crate::connector::{ConnectorConfig, ValidationReport};
 use crate::idempotency::IdempotencyStore;
 use crate::limits::SendLimiter;
 use crate::outbox::Outbox;
+use crate::reload::ConfigLoader;
 use crate::service::EmailService;
 use crate::telemetry::names;
 use error::ApiError;
@@ -37,17 +37,6 @@ pub const CONFIG_BODY_LIMIT: usize = 1024 * 1024;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Why a config could not be (re)loaded.
-#[derive(Debug)]
-pub enum ReloadError {
-    /// The source could not be read or is not JSON.
-    Unreadable(String),
-    Invalid(ValidationReport),
-}
-
-/// Re-reads the config source; provided by startup.
-pub type Reloader = Arc<dyn Fn() -> Result<ConnectorConfig, ReloadError> + Send + Sync>;
-
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -58,7 +47,7 @@ pub struct AppState {
     /// Dev mode: the outbox page needs no token.
     pub dev: bool,
     pub draining: Arc<AtomicBool>,
-    pub reloader: Reloader,
+    pub loader: Arc<ConfigLoader>,
     pub limits: Arc<dyn SendLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore<Stored>>,
 }

@@ -177,6 +177,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         queue_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
+        config_read_timeout: ses_connector::settings::CONFIG_READ_TIMEOUT,
     };
     (options.tune)(&mut settings);
     let app = Application::build(settings).await.expect("the app builds");
