@@ -59,6 +59,24 @@ impl Recipient {
     pub fn masked(&self) -> String {
         mask(&self.0)
     }
+
+    /// The mailbox this address reaches, for rate limits: the local part unquoted,
+    /// without its `+tag` and lower-cased; the domain lower-cased and
+    /// IDNA-normalised. `"Victim"@Example.org`, `victim+1@example.org` and
+    /// `victim@EXAMPLE.ORG` share one key. The address sent to is never changed.
+    pub fn limit_key(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
+        let local = match local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+            Some(quoted) => unescape_quoted(quoted),
+            None => local.to_owned(),
+        };
+        let local = match local.split_once('+') {
+            Some((mailbox, _tag)) if !mailbox.is_empty() => mailbox,
+            _ => &local,
+        };
+        let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase());
+        format!("{}@{domain}", local.to_lowercase())
+    }
 }
 
 impl fmt::Debug for Recipient {

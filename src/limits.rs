@@ -164,13 +164,13 @@ impl MemoryLimits {
         let exceeded = |limit| move |retry_after| LimitExceeded { limit, retry_after };
         let counted = match &self.recipient {
             Some(window) => {
-                let key = self.key(b"recipient", recipient.as_str().to_lowercase().as_bytes());
+                let key = self.key(b"recipient", recipient.limit_key().as_bytes());
                 Some(window.try_hit(key, now).map_err(exceeded("recipient"))?)
             }
             None => None,
         };
         if let (Some(window), Some(ip)) = (&self.ip, ip) {
-            let key = self.key(b"ip", ip.to_string().as_bytes());
+            let key = self.key(b"ip", ip_limit_key(ip).as_bytes());
             if let Err(retry_after) = window.try_hit(key, now) {
                 // Refused sends do not count: take back the recipient's hit.
                 if let Some(log) = counted {
@@ -189,6 +189,18 @@ impl MemoryLimits {
 impl SendLimiter for MemoryLimits {
     fn admit(&self, recipient: &Recipient, ip: Option<IpAddr>) -> Result<(), LimitExceeded> {
         self.admit_at(recipient, ip, Instant::now())
+    }
+}
+
+/// The client a limit counts: an IPv4-mapped IPv6 address as the IPv4 address, any
+/// other IPv6 address by its /64 (one host usually holds a whole /64).
+pub fn ip_limit_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
     }
 }
 
@@ -324,6 +336,42 @@ mod tests {
         limits
             .admit_at(&a, None, now + Duration::from_secs(3))
             .unwrap_err();
+    }
+
+    #[test]
+    fn spellings_of_one_mailbox_share_a_recipient_window() {
+        let limits = MemoryLimits::new(rate("1/600"), rate("0"));
+        limits
+            .admit(&Recipient::parse("victim@example.org").unwrap(), None)
+            .unwrap();
+        for spelling in [
+            r#""victim"@example.org"#,
+            r#""vic\tim"@example.org"#,
+            "victim+1@example.org",
+            "Victim+codes@EXAMPLE.org",
+            r#""victim+x"@Example.Org"#,
+        ] {
+            let recipient = Recipient::parse(spelling).unwrap();
+            assert_eq!(recipient.as_str(), spelling, "sent to as given");
+            assert_eq!(
+                limits.admit(&recipient, None).unwrap_err().limit,
+                "recipient",
+                "{spelling}"
+            );
+        }
+        limits
+            .admit(&Recipient::parse("victim2@example.org").unwrap(), None)
+            .unwrap();
+    }
+
+    #[test]
+    fn ip_keys_are_canonical() {
+        let key = |s: &str| ip_limit_key(s.parse().unwrap());
+        assert_eq!(key("::ffff:203.0.113.7"), key("203.0.113.7"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
     }
 
     #[test]
