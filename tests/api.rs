@@ -769,6 +769,31 @@ async fn the_active_config_is_shown_with_the_secret_masked() {
 }
 
 #[tokio::test]
+async fn a_misspelled_or_nested_secret_is_masked_too() {
+    let mut config = logto_config();
+    config["accessKeySercet"] = json!("typo-secret-value");
+    config["templates"][0]["smtpPassword"] = json!("nested-secret-value");
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let text = app
+        .get("/v1/config", Some(ADMIN_TOKEN))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    for secret in [SECRET, "typo-secret-value", "nested-secret-value"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["accessKeySercet"], "********");
+}
+
+#[tokio::test]
 async fn a_test_email_sends_generic_with_code_000000_using_the_unsaved_config() {
     let fake = FakeSes::start().await;
     fake.accepts("test-id").await;

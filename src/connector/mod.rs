@@ -75,13 +75,77 @@ impl ConnectorConfig {
     }
 }
 
-/// Replace the secret fields of a raw config value.
+/// Replace every field that looks like a secret, at any depth, with [`REDACTED`]:
+/// `accessKeySecret`, its likely misspellings (`accessKeySercet`), and any field whose
+/// name speaks of a secret, password, token, credential or private key. A config is
+/// shown back to admins; a secret typed under a wrong name must not be.
 pub fn redact(raw: &Value) -> Value {
-    let mut value = raw.clone();
-    if let Some(object) = value.as_object_mut() {
-        if let Some(secret) = object.get_mut("accessKeySecret") {
-            *secret = Value::String(REDACTED.to_owned());
-        }
+    match raw {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(key, value)| {
+                    let value = if looks_secret(key) && !value.is_null() {
+                        Value::String(REDACTED.to_owned())
+                    } else {
+                        redact(value)
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
     }
-    value
+}
+
+/// Whether a field name is, or is probably a misspelling of, a secret's.
+fn looks_secret(key: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "credential",
+        "privatekey",
+        "private_key",
+    ];
+    let lower = key.to_ascii_lowercase();
+    WORDS.iter().any(|w| lower.contains(w))
+        || strsim::damerau_levenshtein(&lower, "accesskeysecret") <= 3
+        || lower
+            .as_bytes()
+            .windows(6)
+            .any(|w| strsim::damerau_levenshtein(&String::from_utf8_lossy(w), "secret") <= 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_masked_whatever_their_spelling_and_depth() {
+        let raw = json!({
+            "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+            "accessKeySecret": "s1",
+            "accessKeySercet": "s2",
+            "AccessKeySecert": "s3",
+            "acessKeySecret": "s4",
+            "region": "us-east-1",
+            "templates": [{"usageType": "SignIn", "smtpPassword": "s5", "nested": {"apiToken": "s6", "clientSecert": "s7"}}],
+            "extra": {"deeper": [{"secret": "s8"}]}
+        });
+        let shown = redact(&raw);
+        let text = shown.to_string();
+        for secret in [
+            "\"s1\"", "\"s2\"", "\"s3\"", "\"s4\"", "\"s5\"", "\"s6\"", "\"s7\"", "\"s8\"",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(shown["accessKeyId"], "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(shown["region"], "us-east-1");
+        assert_eq!(shown["templates"][0]["usageType"], "SignIn");
+        assert_eq!(shown["accessKeySercet"], REDACTED);
+    }
 }

@@ -584,22 +584,7 @@ impl Checker {
 
 /// Whether `typo` is probably a misspelling of `known` (edit distance ≤ 2, case-insensitive).
 fn resembles(known: &str, typo: &str) -> bool {
-    let a: Vec<char> = known.to_lowercase().chars().collect();
-    let b: Vec<char> = typo.to_lowercase().chars().collect();
-    if a.len().abs_diff(b.len()) > 2 {
-        return false;
-    }
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut previous = row[0];
-        row[0] = i;
-        for j in 1..=b.len() {
-            let substitution = previous + usize::from(a[i - 1] != b[j - 1]);
-            previous = row[j];
-            row[j] = substitution.min(row[j] + 1).min(row[j - 1] + 1);
-        }
-    }
-    row[b.len()] <= 2
+    strsim::damerau_levenshtein(&known.to_lowercase(), &typo.to_lowercase()) <= 2
 }
 
 #[cfg(test)]
