@@ -52,6 +52,10 @@ pub enum SendError {
     /// SES could not be reached, or answered with a server error, after retries.
     #[error("SES is unreachable: {detail}")]
     Unreachable { detail: String },
+    /// No AWS credentials anywhere: the config has no keys and the default chain
+    /// found none. An operator's error, not an outage.
+    #[error("no AWS credentials: {detail}")]
+    NoCredentials { detail: String },
     /// A fault on our side; the detail is logged, not returned.
     #[error("internal error: {detail}")]
     Internal { detail: String },

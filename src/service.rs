@@ -179,6 +179,7 @@ pub fn outcome(error: &SendError) -> &'static str {
         SendError::Rejected { .. } => "rejected",
         SendError::Timeout => "timeout",
         SendError::Unreachable { .. } => "unreachable",
+        SendError::NoCredentials { .. } => "no_credentials",
         SendError::Internal { .. } => "error",
     }
 }

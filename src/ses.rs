@@ -6,11 +6,16 @@ use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sesv2::config::interceptors::InterceptorContext;
+use aws_sdk_sesv2::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_sesv2::config::{Credentials, Region as AwsRegion, SharedHttpClient};
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
 use aws_sdk_sesv2::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
@@ -131,6 +136,9 @@ impl SesMailer {
             if let Some(endpoint) = &self.endpoint {
                 builder.set_endpoint_url(endpoint.clone());
             }
+            builder = builder.retry_classifier(SesRetryTable::<
+                aws_sdk_sesv2::operation::send_email::SendEmailError,
+            >(std::marker::PhantomData));
             Client::from_conf(builder.build())
         })
     }
@@ -226,6 +234,9 @@ fn classify(
         aws_sdk_sesv2::config::http::HttpResponse,
     >,
 ) -> SendError {
+    if let Some(no_credentials) = credentials_failure(&err) {
+        return no_credentials;
+    }
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -254,6 +265,80 @@ fn classify(
             detail: format!("{}", DisplayErrorContext(&err)),
         },
     }
+}
+
+/// SES error codes that are throttling: retried with backoff.
+const THROTTLED: &[&str] = &[
+    "TooManyRequestsException",
+    "Throttling",
+    "ThrottlingException",
+];
+/// SES error codes the same request would get again: never retried. The SDK's own
+/// classifier counts `LimitExceededException` as throttling; a daily quota does not
+/// come back within a send's 10 s.
+const NEVER_RETRIED: &[&str] = &[
+    "MessageRejected",
+    "MailFromDomainNotVerifiedException",
+    "NotFoundException",
+    "BadRequestException",
+    "LimitExceededException",
+    "SendingPausedException",
+    "AccountSuspendedException",
+];
+
+/// The retry table of the README, applied after the SDK's own classifiers so that
+/// it has the last word on SES's error codes; everything else (5xx answers, dropped
+/// connections, timeouts) keeps the SDK's transient-error handling.
+#[derive(Debug)]
+struct SesRetryTable<E>(std::marker::PhantomData<E>);
+
+impl<E> ClassifyRetry for SesRetryTable<E>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = OrchestratorError::as_operation_error(error)
+            .and_then(|e| e.downcast_ref::<E>())
+            .and_then(|e| e.code());
+        match code {
+            Some(code) if THROTTLED.contains(&code) => RetryAction::throttling_error(),
+            Some(code) if NEVER_RETRIED.contains(&code) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "ses-connector retry table"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// Where the default chain looks, for the message when it finds nothing.
+const CREDENTIALS_HELP: &str = "no AWS credentials were found for SES. Give accessKeyId and accessKeySecret in the connector config, or set SES_CONNECTOR_ACCESS_KEY_ID and SES_CONNECTOR_ACCESS_KEY_SECRET, or provide them to the AWS default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE, ~/.aws/credentials), web identity (IRSA), the ECS task role or the EC2 instance profile";
+
+/// The credentials failure somewhere in an SDK error's causes, if that is what it is.
+fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<SendError> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(failure) = current.downcast_ref::<CredentialsError>() {
+            let detail = match failure {
+                CredentialsError::CredentialsNotLoaded(_) => CREDENTIALS_HELP.to_owned(),
+                other => format!(
+                    "the AWS credentials could not be loaded ({}); {CREDENTIALS_HELP}",
+                    DisplayErrorContext(other)
+                ),
+            };
+            return Some(SendError::NoCredentials { detail });
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// Map an SES error code to what the caller is told.

@@ -309,27 +309,53 @@ async fn an_ses_rejection_is_a_502_with_the_ses_reason_and_is_not_retried() {
     assert_eq!(fake.requests().await.len(), 1);
 }
 
+/// The README's SES table, row by row: what the caller gets, and how many calls SES
+/// receives (3 = retried up to the attempt limit, 1 = never retried).
 #[tokio::test]
-async fn ses_errors_map_to_the_documented_codes() {
-    let cases: &[(u16, &str, u16, &str)] = &[
+async fn ses_errors_map_to_the_documented_codes_and_retries() {
+    let cases: &[(u16, &str, u16, &str, usize)] = &[
+        (400, "MessageRejected", 502, "invalid_response", 1),
         (
             400,
             "MailFromDomainNotVerifiedException",
             502,
             "invalid_response",
+            1,
         ),
-        (404, "NotFoundException", 502, "invalid_response"),
-        (400, "BadRequestException", 502, "invalid_response"),
-        (400, "SendingPausedException", 503, "usage_limit_exceeded"),
+        (404, "NotFoundException", 502, "invalid_response", 1),
+        (400, "BadRequestException", 502, "invalid_response", 1),
+        (
+            400,
+            "SendingPausedException",
+            503,
+            "usage_limit_exceeded",
+            1,
+        ),
         (
             400,
             "AccountSuspendedException",
             503,
             "usage_limit_exceeded",
+            1,
         ),
-        (400, "LimitExceededException", 503, "usage_limit_exceeded"),
+        (
+            400,
+            "LimitExceededException",
+            503,
+            "usage_limit_exceeded",
+            1,
+        ),
+        (
+            429,
+            "TooManyRequestsException",
+            429,
+            "rate_limit_exceeded",
+            3,
+        ),
+        (400, "ThrottlingException", 429, "rate_limit_exceeded", 3),
+        (500, "InternalFailure", 502, "general", 3),
     ];
-    for (status, ses_code, expected_status, expected_code) in cases {
+    for (status, ses_code, expected_status, expected_code, calls) in cases {
         let fake = FakeSes::start().await;
         fake.fails_with(*status, ses_code, "reason").await;
         let app = app_with_fake_ses(&fake).await;
@@ -339,7 +365,14 @@ async fn ses_errors_map_to_the_documented_codes() {
             expected_code,
         )
         .await;
-        assert_eq!(error["ses"]["code"], *ses_code, "{ses_code}");
+        if *expected_code != "rate_limit_exceeded" && *expected_code != "general" {
+            assert_eq!(error["ses"]["code"], *ses_code, "{ses_code}");
+        }
+        assert_eq!(
+            fake.requests().await.len(),
+            *calls,
+            "SES calls for {ses_code}"
+        );
     }
 }
 

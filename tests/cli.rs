@@ -621,3 +621,54 @@ async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_send_without_credentials_anywhere_says_where_they_are_looked_for() {
+    let fake = FakeSes::start().await;
+    fake.accepts("never").await;
+    let mut config = logto_config();
+    config.as_object_mut().unwrap().remove("accessKeyId");
+    config.as_object_mut().unwrap().remove("accessKeySecret");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &config);
+    let env = |c: &mut Command| {
+        c.env("AWS_ENDPOINT_URL_SESV2", fake.uri())
+            .env("HOME", dir.path())
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"));
+    };
+    let server = Server::start({
+        let mut c = serve_with_config(&path);
+        env(&mut c);
+        c
+    });
+
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    let error = error_of(response, 500, "credentials_unavailable").await;
+    server.stop();
+    let message = error["message"].as_str().unwrap();
+    for place in [
+        "accessKeyId",
+        "SES_CONNECTOR_ACCESS_KEY_ID",
+        "AWS_ACCESS_KEY_ID",
+        "instance profile",
+    ] {
+        assert!(message.contains(place), "{place} in {message}");
+    }
+    let mut send_test = command();
+    send_test
+        .args(["send-test", "--config"])
+        .arg(&path)
+        .args(["--to", "u@example.com"]);
+    env(&mut send_test);
+    let output = send_test.output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no AWS credentials"));
+    assert!(fake.requests().await.is_empty(), "nothing reached SES");
+}

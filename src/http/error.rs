@@ -298,6 +298,11 @@ impl From<SendError> for ApiError {
                     "SES could not be reached",
                 )
             },
+            SendError::NoCredentials { detail } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "credentials_unavailable",
+                detail,
+            ),
             SendError::Internal { detail } => Self::internal(detail),
         }
     }
