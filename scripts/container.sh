@@ -21,8 +21,13 @@ STORAGE=(--storage-driver vfs --root "$WORK/storage" --runroot "$WORK/run")
 TAG=localhost/ses-connector:ci
 
 
+runner=""
+# Stops only what this script started: the unshare process and its child, the service.
 cleanup() {
-  pkill -KILL -f "^/usr/local/bin/ses-connector serve" 2>/dev/null || true
+  if [ -n "$runner" ]; then
+    pkill -KILL -P "$runner" 2>/dev/null || true
+    kill -KILL "$runner" 2>/dev/null || true
+  fi
   buildah "${STORAGE[@]}" unmount --all >/dev/null 2>&1 || true
   rm -rf "$WORK" 2>/dev/null || true
 }
@@ -109,10 +114,13 @@ env -i ROOTFS="$rootfs" PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
   unshare --mount --pid --fork sh "$WORK/enter.sh" >"$WORK/service.log" 2>&1 &
 runner=$!
 
+# The service: unshare's forked child, which execs sh, chroot, then the binary.
+service_pid() { pgrep -P "$runner" -n; }
+
 # Run a command inside the container's mount namespace, as its user.
 inside() {
   local pid
-  pid=$(pgrep -f -n "^/usr/local/bin/ses-connector serve") || return 1
+  pid=$(service_pid) || return 1
   nsenter --target "$pid" --mount chroot --userspec=65532:65532 "$rootfs" "$@"
 }
 
@@ -124,7 +132,8 @@ inside /usr/local/bin/ses-connector healthcheck --url "http://127.0.0.1:$port/he
   || { cat "$WORK/service.log" >&2; fail "healthcheck inside the container did not pass"; }
 echo "healthcheck inside the container: ok"
 
-pid=$(pgrep -f -n "^/usr/local/bin/ses-connector serve")
+pid=$(service_pid)
+[ "$(cat "/proc/$pid/comm")" = ses-connector ] || fail "process $pid is not the service"
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 [ "$uid" = 65532 ] || fail "the service runs as uid $uid, not 65532"
 echo "service process uid: $uid"

@@ -1048,3 +1048,42 @@ async fn reload_swaps_in_a_valid_file_and_refuses_an_invalid_one() {
         "the old config keeps serving"
     );
 }
+
+#[tokio::test]
+async fn dev_mode_refuses_requests_addressed_to_another_name() {
+    let app = spawn_app(AppOptions {
+        config: None,
+        ..AppOptions::default()
+    })
+    .await;
+    let body = json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}});
+
+    let rebound = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("host", "attacker.example:8080")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    error_of(rebound, 403, "forbidden").await;
+    let outbox = app
+        .client
+        .get(app.url("/outbox"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outbox.status(), 403);
+
+    let local = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("host", "localhost:8080")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+    assert_eq!(app.send(&body).await.status(), 200, "127.0.0.1 works");
+}

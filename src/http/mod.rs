@@ -99,7 +99,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         }
     }
 
-    Router::new()
+    let app = Router::new()
         .merge(send)
         .merge(admin)
         .merge(pages)
@@ -112,9 +112,52 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             request_timeout,
-        ))
-        .layer(middleware::from_fn(request_context))
+        ));
+    let app = if state.dev {
+        app.layer(middleware::from_fn(loopback_host_only))
+    } else {
+        app
+    };
+    app.layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// Dev mode needs no token and listens on loopback; a web page on another site can
+/// still reach it through DNS rebinding (its own name resolving to 127.0.0.1), so
+/// requests addressed to any name but a loopback one are refused.
+async fn loopback_host_only(req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|h| h.to_str().unwrap_or("(not text)"));
+    match host {
+        Some(host) if !is_loopback_host(host) => ApiError::forbidden(format!(
+            "dev mode answers only requests addressed to localhost, 127.0.0.1 or [::1]; this one was for \"{}\"",
+            host.chars().take(100).collect::<String>()
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// `localhost`, `*.localhost`, a 127/8 address or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The `route` label of requests that matched no route.
@@ -235,4 +278,36 @@ async fn request_context(req: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.1.2.3",
+            "[::1]:8080",
+            "[::1]",
+            "app.localhost:3000",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::2]:80",
+            "10.0.0.1",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

@@ -229,10 +229,17 @@ impl<'a> Selected<'a> {
 
     /// As [`Self::render`], taking the variables by value (no copy). A render that
     /// would take too long or grow too large fails instead ([`bounds`]).
-    pub fn render_owned(&self, payload: Value) -> Result<RenderedEmail, RenderError> {
+    pub fn render_owned(&self, mut payload: Value) -> Result<RenderedEmail, RenderError> {
         let deadline = std::time::Instant::now() + MAX_RENDER_TIME;
-        let context = Context::from(payload);
         let entry = self.entry;
+        drop_unsafe_urls(&mut payload);
+        if let (Value::Object(variables), Some(locale)) = (&mut payload, &entry.source.locale) {
+            // The layout's `<html lang>`: the language the chosen template is in.
+            variables
+                .entry("templateLocale")
+                .or_insert_with(|| Value::String(locale.as_str().to_owned()));
+        }
+        let context = Context::from(payload);
         let part = |registry: &Handlebars<'static>, name: &str, field: &'static str| {
             let mut buffer = BoundedBuffer::new(deadline);
             match registry.render_with_context_to_write(name, &context, &mut buffer) {
@@ -318,6 +325,32 @@ fn registry(html: bool) -> Handlebars<'static> {
         .register_partial("layout", layout)
         .expect("built-in layout compiles");
     registry
+}
+
+/// Remove `link` and `…Url` values that are not http(s) URLs, at any depth, so that
+/// a `javascript:` or `data:` URL from a caller never becomes a link or an image in
+/// an email; `{{#if link}}` then sees no link.
+fn drop_unsafe_urls(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.retain(|key, value| {
+                let is_url = key == "link" || key.ends_with("Url") || key.ends_with("url");
+                !(is_url && value.as_str().is_some_and(|url| !is_web_url(url)))
+            });
+            object.values_mut().for_each(drop_unsafe_urls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unsafe_urls),
+        _ => {}
+    }
+}
+
+/// `http://…` or `https://…`, case-insensitively; nothing else.
+fn is_web_url(url: &str) -> bool {
+    let url = url.trim_start();
+    ["http://", "https://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    })
 }
 
 /// `zh-Hant-TW` → `["zh-Hant-TW", "zh-Hant", "zh"]` (RFC 4647 lookup order).
@@ -494,6 +527,69 @@ mod tests {
             .render(&json!({"big": "x".repeat(1_000), "items": items}))
             .unwrap();
         assert!(fine.html.unwrap().len() > 100_000);
+    }
+
+    #[test]
+    fn links_and_logos_that_are_not_web_urls_are_not_rendered() {
+        let set = TemplateSet::compile(vec![source(
+            "SignIn",
+            None,
+            "s",
+            r#"{{#> layout}}{{#if link}}<a href="{{link}}">go</a>{{else}}no link{{/if}}{{/layout}}"#,
+        )])
+        .unwrap();
+        let selected = set.select(UsageType::SignIn, None).unwrap();
+        for bad in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,x",
+            "vbscript:x",
+            "//evil",
+        ] {
+            let html = selected
+                .render(&json!({"link": bad, "application": {"name": "A", "branding": {"logoUrl": bad}}}))
+                .unwrap()
+                .html
+                .unwrap();
+            assert!(html.contains("no link"), "{bad}: {html}");
+            assert!(!html.contains("<img"), "{bad}: {html}");
+        }
+        let html = selected
+            .render(&json!({"link": "HTTPS://example.com/x", "application": {"branding": {"logoUrl": "https://example.com/l.png"}}}))
+            .unwrap()
+            .html
+            .unwrap();
+        assert!(
+            html.contains(r#"<a href="HTTPS://example.com/x">"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<img src="https://example.com/l.png""#),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn the_html_lang_is_the_chosen_templates_locale() {
+        let set = TemplateSet::compile(vec![
+            source("SignIn", Some("fr"), "s", "{{#> layout}}x{{/layout}}"),
+            source("Generic", None, "s", "{{#> layout}}x{{/layout}}"),
+        ])
+        .unwrap();
+        let french = set.select(UsageType::SignIn, Some("fr-CA")).unwrap();
+        let html = french
+            .render(&json!({"locale": "fr-CA"}))
+            .unwrap()
+            .html
+            .unwrap();
+        assert!(html.contains(r#"<html lang="fr">"#), "{html}");
+        let generic = set.select(UsageType::Register, Some("ja")).unwrap();
+        let html = generic
+            .render(&json!({"locale": "ja"}))
+            .unwrap()
+            .html
+            .unwrap();
+        assert!(html.contains(r#"<html lang="en">"#), "{html}");
     }
 
     #[test]
