@@ -337,6 +337,21 @@ async fn the_ip_limit_counts_sends_from_one_client_ip() {
     .await;
 
     assert_eq!(error["limit"], "ip");
+    let mapped = app.send(&from_ip(6, "::ffff:203.0.113.7")).await;
+    let retry_after: u64 = mapped.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (50..=60).contains(&retry_after),
+        "until the first send leaves the 60 s window: {retry_after}"
+    );
+    let error = error_of(mapped, 429, "rate_limit_exceeded").await;
+    assert_eq!(
+        error["limit"], "ip",
+        "an IPv4-mapped address is the same client"
+    );
     assert_eq!(app.send(&from_ip(4, "198.51.100.1")).await.status(), 200);
     assert_eq!(app.send(&from_ip(5, "2001:db8::1")).await.status(), 200);
 }
@@ -501,18 +516,40 @@ async fn probes_answer_on_the_health_listener_while_silent_connections_fill_the_
 
 #[tokio::test]
 async fn a_keep_alive_connection_serves_many_requests_within_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app(AppOptions {
         tune: |s| s.idle_timeout = Duration::from_millis(500),
         ..AppOptions::default()
     })
     .await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
+    // One socket, five requests: each answered on the same connection proves reuse.
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
         .unwrap();
-    for _ in 0..5 {
-        let response = client.get(app.url("/healthz")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
+    for i in 0..5 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let read = stream.read(&mut byte).await.unwrap();
+            assert_eq!(read, 1, "request {i}: the connection was closed");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -555,6 +592,81 @@ async fn sends_in_flight_at_shutdown_all_finish_with_200() {
             "finished"
         );
     }
+}
+
+#[tokio::test]
+async fn when_the_grace_period_ends_the_server_stops_without_waiting_for_slow_sends() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "too-late"}))
+            .set_delay(Duration::from_secs(20)),
+    )
+    .await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ses: ses_connector::ses::SesOptions {
+            attempt_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(30),
+            ..fast_ses_options()
+        },
+        tune: |s| s.shutdown_grace = Duration::from_millis(300),
+        ..AppOptions::default()
+    })
+    .await;
+    let request = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&signin("u@example.com"));
+    let in_flight = tokio::spawn(request.send());
+    until_received(&fake, 1).await;
+
+    let started = std::time::Instant::now();
+    app.stop().await.expect("the server stops");
+    let waited = started.elapsed();
+
+    assert!(
+        waited < Duration::from_secs(10),
+        "stopped after the 300 ms grace, not after the 20 s send: {waited:?}"
+    );
+    assert!(!in_flight.is_finished(), "the slow send had no answer yet");
+    in_flight.abort();
+}
+
+struct Hanging;
+
+impl ses_connector::mailer::Mailer for Hanging {
+    fn send<'a>(
+        &'a self,
+        _: &'a ses_connector::mailer::OutgoingEmail,
+    ) -> ses_connector::mailer::BoxFuture<'a, Result<String, ses_connector::mailer::SendError>>
+    {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_the_http_timeout_is_cut_off_with_a_504() {
+    let app = spawn_app(AppOptions {
+        mailer: Some(arc(Hanging)),
+        tune: |s| {
+            s.ses.attempt_timeout = Duration::from_millis(100);
+            s.ses.operation_timeout = Duration::from_millis(100);
+            s.queue_timeout = Duration::from_millis(100);
+        },
+        ..AppOptions::default()
+    })
+    .await;
+
+    let response = app.send(&signin("u@example.com")).await;
+
+    let error = error_of(response, 504, "general").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("took too long"),
+        "{error}"
+    );
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
 }
 
 #[tokio::test]

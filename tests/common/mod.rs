@@ -24,6 +24,8 @@ pub struct AppOptions {
     pub config_file: Option<std::path::PathBuf>,
     /// Adjust the settings before the app is built.
     pub tune: fn(&mut Settings),
+    /// A transport in place of the configured one.
+    pub mailer: Option<Arc<dyn ses_connector::mailer::Mailer>>,
 }
 
 impl Default for AppOptions {
@@ -35,6 +37,7 @@ impl Default for AppOptions {
             ses: fast_ses_options(),
             config_file: None,
             tune: |_| {},
+            mailer: None,
         }
     }
 }
@@ -180,7 +183,9 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         config_read_timeout: ses_connector::settings::CONFIG_READ_TIMEOUT,
     };
     (options.tune)(&mut settings);
-    let app = Application::build(settings).await.expect("the app builds");
+    let app = Application::build_with(settings, options.mailer)
+        .await
+        .expect("the app builds");
     (app, transport)
 }
 
