@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::address::Recipient;
+use crate::address::{Mailbox, Recipient};
 use crate::builtin;
 use crate::connector::{self, ConnectorConfig, UsageType, ValidationReport};
 use crate::service::{EmailService, SendRequest};
@@ -243,7 +243,10 @@ fn render(config: &Path, usage: &str, payload: Option<&str>, locale: Option<&str
             "Template: {} / locale {locale}",
             preview.template.usage_type
         );
-        println!("From: {}", preview.from.as_deref().unwrap_or("(none)"));
+        println!(
+            "From: {}",
+            preview.from.as_ref().map_or("(none)", Mailbox::as_str)
+        );
         if let Some(reply_to) = &preview.reply_to {
             println!("Reply-To: {reply_to}");
         }

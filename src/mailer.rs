@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::address::Recipient;
-use crate::connector::{Region, StaticCredentials, UsageType};
+use crate::address::{Mailbox, Recipient};
+use crate::connector::{ConfigurationSetName, IdentityArn, Region, StaticCredentials, UsageType};
 use crate::template::RenderedEmail;
 
 /// A boxed future, so that mailers can be held as `Arc<dyn Mailer>`.
@@ -24,12 +24,12 @@ pub struct Account {
 pub struct OutgoingEmail {
     pub account: Account,
     pub to: Recipient,
-    pub from: Option<String>,
-    pub reply_to: Option<String>,
-    pub from_identity_arn: Option<String>,
-    pub feedback_forwarding_address: Option<String>,
-    pub feedback_forwarding_identity_arn: Option<String>,
-    pub configuration_set_name: Option<String>,
+    pub from: Option<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+    pub from_identity_arn: Option<IdentityArn>,
+    pub feedback_forwarding_address: Option<Mailbox>,
+    pub feedback_forwarding_identity_arn: Option<IdentityArn>,
+    pub configuration_set_name: Option<ConfigurationSetName>,
     pub usage_type: UsageType,
     pub content: RenderedEmail,
 }

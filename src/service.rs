@@ -6,7 +6,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
-use crate::address::Recipient;
+use crate::address::{Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::limits::{Overloaded, SendGate};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
@@ -33,8 +33,8 @@ pub struct Sent {
 #[derive(Debug, Clone)]
 pub struct Preview {
     pub email: RenderedEmail,
-    pub from: Option<String>,
-    pub reply_to: Option<String>,
+    pub from: Option<Mailbox>,
+    pub reply_to: Option<Mailbox>,
     pub template: TemplateChoice,
 }
 
@@ -218,12 +218,12 @@ fn prepare(
         .send_from
         .as_ref()
         .or(config.email_address.as_ref())
-        .map(|m| m.as_str().to_owned());
+        .cloned();
     let reply_to = source
         .reply_to
         .as_ref()
         .or(config.reply_to.as_ref())
-        .map(|m| m.as_str().to_owned());
+        .cloned();
     Ok(Preview {
         email,
         from,
@@ -245,22 +245,12 @@ fn compose(
         to: request.to.clone(),
         from: preview.from,
         reply_to: preview.reply_to,
-        from_identity_arn: config
-            .email_address_identity_arn
-            .as_ref()
-            .map(|a| a.as_str().to_owned()),
-        feedback_forwarding_address: config
-            .feedback_forwarding_email_address
-            .as_ref()
-            .map(|m| m.as_str().to_owned()),
+        from_identity_arn: config.email_address_identity_arn.clone(),
+        feedback_forwarding_address: config.feedback_forwarding_email_address.clone(),
         feedback_forwarding_identity_arn: config
             .feedback_forwarding_email_address_identity_arn
-            .as_ref()
-            .map(|a| a.as_str().to_owned()),
-        configuration_set_name: config
-            .configuration_set_name
-            .as_ref()
-            .map(|c| c.as_str().to_owned()),
+            .clone(),
+        configuration_set_name: config.configuration_set_name.clone(),
         usage_type: request.usage_type,
         content: preview.email,
     };

@@ -177,14 +177,29 @@ impl SesMailer {
                     .build(),
             )
             .content(EmailContent::builder().simple(message).build())
-            .set_from_email_address(email.from.as_deref().map(header_value))
-            .set_reply_to_addresses(email.reply_to.as_deref().map(|r| vec![header_value(r)]))
-            .set_from_email_address_identity_arn(email.from_identity_arn.clone())
-            .set_feedback_forwarding_email_address(email.feedback_forwarding_address.clone())
-            .set_feedback_forwarding_email_address_identity_arn(
-                email.feedback_forwarding_identity_arn.clone(),
+            .set_from_email_address(email.from.as_ref().map(header_value))
+            .set_reply_to_addresses(email.reply_to.as_ref().map(|r| vec![header_value(r)]))
+            .set_from_email_address_identity_arn(
+                email
+                    .from_identity_arn
+                    .as_ref()
+                    .map(|a| a.as_str().to_owned()),
             )
-            .set_configuration_set_name(email.configuration_set_name.clone())
+            .set_feedback_forwarding_email_address(
+                email.feedback_forwarding_address.as_ref().map(header_value),
+            )
+            .set_feedback_forwarding_email_address_identity_arn(
+                email
+                    .feedback_forwarding_identity_arn
+                    .as_ref()
+                    .map(|a| a.as_str().to_owned()),
+            )
+            .set_configuration_set_name(
+                email
+                    .configuration_set_name
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned()),
+            )
             .email_tags(tag)
             .send()
             .await
@@ -200,15 +215,8 @@ impl Mailer for SesMailer {
 }
 
 /// A configured mailbox as SES takes it: non-ASCII display names as encoded-words.
-fn header_value(mailbox: &str) -> String {
-    if mailbox.is_ascii() {
-        return mailbox.to_owned();
-    }
-    // Mailboxes were validated when the config was loaded.
-    match Mailbox::parse(mailbox) {
-        Ok(parsed) => parsed.header_value().into_owned(),
-        Err(_) => mailbox.to_owned(),
-    }
+fn header_value(mailbox: &Mailbox) -> String {
+    mailbox.header_value().into_owned()
 }
 
 /// The endpoint from `AWS_ENDPOINT_URL_SESV2` or `AWS_ENDPOINT_URL`. An empty value

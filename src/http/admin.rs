@@ -115,8 +115,8 @@ pub async fn preview(
         subject: preview.email.subject,
         html: preview.email.html,
         text: preview.email.text,
-        from: preview.from,
-        reply_to: preview.reply_to,
+        from: preview.from.map(|m| m.as_str().to_owned()),
+        reply_to: preview.reply_to.map(|m| m.as_str().to_owned()),
         template: preview.template,
     }))
 }
