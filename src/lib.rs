@@ -18,3 +18,4 @@ pub mod settings;
 pub mod startup;
 pub mod telemetry;
 pub mod template;
+pub mod validation;

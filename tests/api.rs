@@ -687,7 +687,7 @@ async fn field_errors_name_their_paths() {
         .iter()
         .map(|d| d["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["to", "type", "payload"]);
+    assert_eq!(paths, ["payload", "to", "type"], "every bad field, by path");
 }
 
 #[tokio::test]

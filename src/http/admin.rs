@@ -3,14 +3,15 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::bodies::PreviewBody;
 use super::error::{ApiError, Detail};
-use super::extract::JsonBody;
-use super::openapi::{ErrorBody, PreviewBody, RequestErrors};
+use super::extract::{JsonBody, ValidatedJson};
+use super::openapi::{ErrorBody, RequestErrors};
 use super::AppState;
 use crate::connector::ConnectorConfigDocument;
-use crate::connector::{self, type_name, ConnectorConfig, Issue, UsageType, ValidationReport};
+use crate::connector::{self, ConnectorConfig, Issue, ValidationReport};
 use crate::reload::{ReloadError, Trigger};
 use crate::service::EmailService;
 use crate::template::TemplateChoice;
@@ -49,65 +50,13 @@ pub struct PreviewResponse {
     security(("bearer" = [])))]
 pub async fn preview(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    ValidatedJson { body, .. }: ValidatedJson<PreviewBody>,
 ) -> Result<Json<PreviewResponse>, ApiError> {
-    let Some(object) = body.as_object() else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object",
-            vec![Detail::new(
-                "",
-                format!("expected an object, got {}", type_name(&body)),
-            )],
-        ));
-    };
-    let mut details = Vec::new();
-    let usage_type = match object.get("type") {
-        Some(Value::String(t)) => UsageType::parse(t).or_else(|| {
-            details.push(Detail::new(
-                "type",
-                format!(
-                    "\"{t}\" is not a usage type; expected one of {}",
-                    UsageType::names()
-                ),
-            ));
-            None
-        }),
-        Some(other) if !other.is_null() => {
-            details.push(Detail::new(
-                "type",
-                format!("must be a string, got {}", type_name(other)),
-            ));
-            None
-        }
-        _ => {
-            details.push(Detail::new(
-                "type",
-                format!("\"type\" is required: one of {}", UsageType::names()),
-            ));
-            None
-        }
-    };
-    let payload = match object.get("payload") {
-        None | Some(Value::Null) => Some(Map::new()),
-        Some(Value::Object(p)) => Some(p.clone()),
-        Some(other) => {
-            details.push(Detail::new(
-                "payload",
-                format!("must be an object, got {}", type_name(other)),
-            ));
-            None
-        }
-    };
-    let (Some(usage_type), Some(payload)) = (usage_type, payload) else {
-        return Err(ApiError::bad_request(
-            "the request has invalid fields; see details",
-            details,
-        ));
-    };
-    let config = match object.get("config") {
-        None | Some(Value::Null) => state.service.config(),
+    let (usage_type, payload, config) = body.into_parts().ok_or_else(super::messages::unchecked)?;
+    let config = match config {
+        None => state.service.config(),
         Some(value) => std::sync::Arc::new(
-            ConnectorConfig::load(value.clone()).map_err(|r| ApiError::invalid_config(&r))?,
+            ConnectorConfig::load(value).map_err(|r| ApiError::invalid_config(&r))?,
         ),
     };
     let preview = EmailService::preview(&config, usage_type, &payload)?;

@@ -42,6 +42,16 @@ impl From<&Issue> for Detail {
     }
 }
 
+impl From<crate::validation::Problem> for Detail {
+    fn from(problem: crate::validation::Problem) -> Self {
+        Self {
+            path: problem.path,
+            code: Some(problem.code),
+            message: problem.message,
+        }
+    }
+}
+
 /// SES's own reason for refusing, returned because the caller needs it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SesReason {

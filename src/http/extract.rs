@@ -6,12 +6,15 @@ use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use validator::Validate;
 
 use super::error::{ApiError, Detail};
 use super::AppState;
+use crate::validation::{problems, type_name};
 
 /// A JSON body, parsed into a value; every rejection is an [`ApiError`].
 pub struct JsonBody(pub Value);
@@ -43,6 +46,46 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 vec![Detail::new("", e.to_string())],
             )
         })
+    }
+}
+
+/// A JSON body parsed into its type `T` and checked by `T`'s `validator` rules:
+/// every bad field at once, each with its path, in the one error shape. The JSON as
+/// sent is kept too (idempotency fingerprints it).
+pub struct ValidatedJson<T> {
+    pub body: T,
+    pub json: Value,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for ValidatedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(json) = JsonBody::from_request(req, state).await?;
+        if !json.is_object() {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object",
+                vec![Detail::new(
+                    "",
+                    format!("expected an object, got {}", type_name(&json)),
+                )],
+            ));
+        }
+        // The body's fields are `Typed`: a wrong type is a rule's failure below, so
+        // this only fails on what no rule can name.
+        let body = T::deserialize(&json).map_err(|e| {
+            ApiError::bad_request(
+                "the body does not have the expected shape",
+                vec![Detail::new("", e.to_string())],
+            )
+        })?;
+        body.validate().map_err(|errors| {
+            ApiError::bad_request(
+                "the request has invalid fields; see details",
+                problems(&errors).into_iter().map(Detail::from).collect(),
+            )
+        })?;
+        Ok(Self { body, json })
     }
 }
 

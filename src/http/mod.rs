@@ -1,6 +1,7 @@
 //! The HTTP API: router, middleware and one file per group of routes.
 
 mod admin;
+pub mod bodies;
 pub mod connections;
 pub mod error;
 pub mod extract;

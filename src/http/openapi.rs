@@ -1,12 +1,11 @@
 //! The API contract: request and response shapes, and the OpenAPI 3.1 document
 //! generated from them and from the handlers' annotations.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::bodies::{PreviewBody, SendBody, TestEmailBody};
 use super::error::{ApiError, Detail, SesReason};
 use crate::connector::{
     ConnectorConfigDocument, ContentTypeName, Issue, IssueCode, TemplateDocument, UsageType,
@@ -14,58 +13,6 @@ use crate::connector::{
 };
 use crate::outbox::OutboxEmail;
 use crate::template::TemplateChoice;
-
-/// The body Logto's HTTP Email connector posts.
-#[derive(Debug, Serialize, Deserialize, JsonSchema, ToSchema)]
-#[schemars(title = "SendRequest")]
-#[schema(as = SendRequest)]
-pub struct SendBody {
-    /// One bare address: no display name, no list, ASCII, at most 254 characters.
-    #[schemars(length(min = 3, max = 254), email)]
-    #[schema(min_length = 3, max_length = 254, format = Email, example = "user@example.com")]
-    pub to: String,
-    /// What the code is for.
-    #[serde(rename = "type")]
-    pub usage_type: UsageType,
-    /// Template variables: `code`, `link`, `locale`, `uiLocales`, `application`, … (absent: `{}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, example = json!({"code": "123456", "locale": "en"}))]
-    pub payload: Option<Map<String, Value>>,
-    /// The end user's IP address, for the per-IP rate limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "203.0.113.7")]
-    pub ip: Option<String>,
-}
-
-/// A test send with an unsaved config.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(as = TestEmailRequest)]
-pub struct TestEmailBody {
-    pub config: ConnectorConfigDocument,
-    #[schema(min_length = 3, max_length = 254, format = Email, example = "admin@example.com")]
-    pub to: String,
-    /// Default `Generic`.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub usage_type: Option<UsageType>,
-    /// Default `{"code": "000000"}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub payload: Option<Map<String, Value>>,
-}
-
-/// What to render.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(as = PreviewRequest)]
-pub struct PreviewBody {
-    #[serde(rename = "type")]
-    pub usage_type: UsageType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub payload: Option<Map<String, Value>>,
-    /// A config to render with instead of the active one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ConnectorConfigDocument>,
-}
 
 /// Every error answer.
 #[derive(Debug, Serialize, ToSchema)]
