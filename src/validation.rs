@@ -87,16 +87,27 @@ impl<T: Serialize> Serialize for Typed<T> {
     }
 }
 
-/// A nested body is validated when it has its type; absence and a wrong type are
-/// reported by the field's own rule.
+/// A nested body is validated when it is an object. A field's own rule runs before
+/// its nested validation and reports a missing or mistyped field itself, so the
+/// errors here are for the items of a list: `templates[1]` is not an object.
 impl<T: Validate> Validate for Typed<T> {
     fn validate(&self) -> Result<(), ValidationErrors> {
-        match self {
-            Typed::Valid(value) => value.validate(),
-            _ => Ok(()),
-        }
+        let found = match self {
+            Typed::Valid(value) => return value.validate(),
+            Typed::Missing => "null",
+            Typed::WrongType { found } => found,
+        };
+        let mut errors = ValidationErrors::new();
+        errors.add(
+            WHOLE,
+            problem("invalid_type", format!("must be an object, got {found}")),
+        );
+        Err(errors)
     }
 }
+
+/// The field name under which an error about the whole value is kept.
+const WHOLE: &str = "__all__";
 
 /// "a string", "an array", …: a JSON value's type, for messages.
 pub fn type_name(value: &Value) -> &'static str {
@@ -163,7 +174,7 @@ fn collect(errors: &ValidationErrors, parent: &str, found: &mut Vec<Problem>) {
 /// `access_key_id` → `accessKeyId`; `r#type` → `type`; `__all__` (struct-level) → ``.
 fn json_name(field: &str) -> String {
     let field = field.strip_prefix("r#").unwrap_or(field);
-    if field == "__all__" {
+    if field == WHOLE {
         return String::new();
     }
     let mut name = String::with_capacity(field.len());
@@ -247,6 +258,7 @@ mod tests {
             [
                 ("firstName", "must be a string, got a number"),
                 ("items[1].type", "must be a string, got an array"),
+                ("items[2]", "must be an object, got a string"),
                 ("items[3].type", "must be a string, got a boolean"),
                 ("items[4].type", "needed"),
             ]

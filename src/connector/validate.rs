@@ -1,15 +1,21 @@
-//! Walks a config JSON value and reports every problem at once, with its path.
+//! Validates a config and reports every problem at once, with its path: the field
+//! rules of the document's type (the `validator` crate), then the rules that join
+//! fields, the template compilation and the warnings.
 
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use validator::Validate;
 
+use super::document::{self, field_names, present};
 use super::{
-    ConfigurationSetName, ConnectorConfig, IdentityArn, Locale, Region, StaticCredentials,
-    UsageType,
+    ConfigurationSetName, ConnectorConfig, ConnectorConfigDocument, IdentityArn, Locale, Region,
+    StaticCredentials, TemplateDocument, UsageType,
 };
 use crate::address::Mailbox;
 use crate::template::{ContentType, TemplateSet, TemplateSource, Unbounded};
+pub use crate::validation::type_name;
+use crate::validation::{compare_paths, join, problems, Typed};
 
 /// What kind of problem an [`Issue`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -50,30 +56,6 @@ pub struct ValidationReport {
     pub warnings: Vec<Issue>,
 }
 
-pub(super) const CONFIG_FIELDS: &[&str] = &[
-    "accessKeyId",
-    "accessKeySecret",
-    "region",
-    "emailAddress",
-    "emailAddressIdentityArn",
-    "feedbackForwardingEmailAddress",
-    "feedbackForwardingEmailAddressIdentityArn",
-    "configurationSetName",
-    "templates",
-    "replyTo",
-];
-
-pub(super) const TEMPLATE_FIELDS: &[&str] = &[
-    "usageType",
-    "subject",
-    "content",
-    "contentType",
-    "locale",
-    "text",
-    "sendFrom",
-    "replyTo",
-];
-
 /// Validate without keeping the result: the report only.
 pub fn validate(value: &Value) -> ValidationReport {
     match load(value.clone()) {
@@ -88,8 +70,25 @@ pub fn validate(value: &Value) -> ValidationReport {
 
 pub(super) fn load(value: Value) -> Result<ConnectorConfig, ValidationReport> {
     let mut check = Checker::default();
-    let parsed = check.config(&value);
-    match parsed {
+    let parts = match document::parse(&value) {
+        Some(doc) => check.config(&doc, &value),
+        None => {
+            check.error(
+                "",
+                IssueCode::InvalidType,
+                format!(
+                    "the config must be a JSON object, got {}",
+                    type_name(&value)
+                ),
+            );
+            None
+        }
+    };
+    check.errors.sort_by(|a, b| compare_paths(&a.path, &b.path));
+    check
+        .warnings
+        .sort_by(|a, b| compare_paths(&a.path, &b.path));
+    match parts {
         Some(parts) if check.errors.is_empty() => {
             let Parts {
                 credentials,
@@ -142,23 +141,23 @@ struct Checker {
     warnings: Vec<Issue>,
 }
 
-/// "a string", "an array", …: a JSON value's type, for messages.
-pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// A field's value once its rule has passed: `""` counts as absent.
+fn checked<T>(value: &Typed<String>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    present(value).ok().flatten().and_then(|s| parse(s).ok())
 }
 
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
+fn mailbox(value: &Typed<String>) -> Option<Mailbox> {
+    checked(value, |s| Mailbox::parse(s).map_err(|e| e.to_string()))
+}
+
+impl IssueCode {
+    /// The code of a field rule's failure.
+    fn of_rule(code: &str) -> Self {
+        match code {
+            "required" => IssueCode::Required,
+            "invalid_type" => IssueCode::InvalidType,
+            _ => IssueCode::InvalidFormat,
+        }
     }
 }
 
@@ -179,8 +178,17 @@ impl Checker {
         });
     }
 
-    fn unknown_fields(&mut self, object: &Map<String, Value>, known: &[&str], parent: &str) {
-        for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+    fn has_errors_under(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| {
+            e.path == path
+                || e.path
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    }
+
+    fn unknown_fields(&mut self, object: &Map<String, Value>, known: &[String], parent: &str) {
+        for key in object.keys().filter(|k| !known.contains(k)) {
             let hint = known
                 .iter()
                 .find(|k| resembles(k, key))
@@ -194,150 +202,63 @@ impl Checker {
         }
     }
 
-    /// A string field: `None` when absent, null, or of the wrong type (reported).
-    fn string<'v>(
-        &mut self,
-        object: &'v Map<String, Value>,
-        key: &str,
-        parent: &str,
-        required: bool,
-    ) -> Option<&'v str> {
-        match object.get(key) {
-            None | Some(Value::Null) => {
-                if required {
-                    self.error(
-                        join(parent, key),
-                        IssueCode::Required,
-                        format!("\"{key}\" is required"),
-                    );
-                }
-                None
-            }
-            Some(Value::String(s)) => Some(s),
-            Some(other) => {
+    fn config(&mut self, doc: &ConnectorConfigDocument, value: &Value) -> Option<Parts> {
+        if let Err(errors) = doc.validate() {
+            for problem in problems(&errors) {
                 self.error(
-                    join(parent, key),
-                    IssueCode::InvalidType,
-                    format!("must be a string, got {}", type_name(other)),
-                );
-                None
-            }
-        }
-    }
-
-    /// An optional string where `""` means absent, as Logto's console saves empty fields.
-    fn optional<'v>(
-        &mut self,
-        object: &'v Map<String, Value>,
-        key: &str,
-        parent: &str,
-    ) -> Option<&'v str> {
-        self.string(object, key, parent, false)
-            .filter(|s| !s.trim().is_empty())
-    }
-
-    /// A required string that must not be empty.
-    fn non_empty<'v>(
-        &mut self,
-        object: &'v Map<String, Value>,
-        key: &str,
-        parent: &str,
-    ) -> Option<&'v str> {
-        let value = self.string(object, key, parent, true)?;
-        if value.trim().is_empty() {
-            self.error(
-                join(parent, key),
-                IssueCode::Required,
-                format!("\"{key}\" must not be empty"),
-            );
-            return None;
-        }
-        Some(value)
-    }
-
-    fn parsed<T>(
-        &mut self,
-        path: String,
-        input: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match parse(input?) {
-            Ok(value) => Some(value),
-            Err(message) => {
-                self.error(path, IssueCode::InvalidFormat, message);
-                None
-            }
-        }
-    }
-
-    fn mailbox(&mut self, object: &Map<String, Value>, key: &str, parent: &str) -> Option<Mailbox> {
-        let input = self.optional(object, key, parent);
-        self.parsed(join(parent, key), input, |s| {
-            Mailbox::parse(s).map_err(|e| e.to_string())
-        })
-    }
-
-    fn config(&mut self, value: &Value) -> Option<Parts> {
-        let Some(object) = value.as_object() else {
-            self.error(
-                "",
-                IssueCode::InvalidType,
-                format!("the config must be a JSON object, got {}", type_name(value)),
-            );
-            return None;
-        };
-        self.unknown_fields(object, CONFIG_FIELDS, "");
-
-        let credentials = self.credentials(object);
-        let region = self.non_empty(object, "region", "");
-        let region = self.parsed("region".into(), region, Region::parse);
-        if let Some(region) = &region {
-            if !region.offers_ses() {
-                self.warn(
-                    "region",
-                    IssueCode::UnknownRegion,
-                    format!("SES v2 is not known to be offered in {region}; check the region"),
+                    problem.path,
+                    IssueCode::of_rule(&problem.code),
+                    problem.message,
                 );
             }
         }
+        if let Some(object) = value.as_object() {
+            self.unknown_fields(object, &field_names::<ConnectorConfigDocument>(), "");
+        }
 
-        let email_address = self.mailbox(object, "emailAddress", "");
-        let feedback = self.mailbox(object, "feedbackForwardingEmailAddress", "");
-        let reply_to = self.mailbox(object, "replyTo", "");
-        let identity_arn = self.arn(object, "emailAddressIdentityArn", region.as_ref());
+        let credentials = self.credentials(doc);
+        let region = checked(&doc.region, Region::parse);
+        if let Some(region) = region.as_ref().filter(|r| !r.offers_ses()) {
+            self.warn(
+                "region",
+                IssueCode::UnknownRegion,
+                format!("SES v2 is not known to be offered in {region}; check the region"),
+            );
+        }
+        let email_address = mailbox(&doc.email_address);
+        let identity_arn = self.arn(
+            &doc.email_address_identity_arn,
+            "emailAddressIdentityArn",
+            region.as_ref(),
+        );
         let feedback_arn = self.arn(
-            object,
+            &doc.feedback_forwarding_email_address_identity_arn,
             "feedbackForwardingEmailAddressIdentityArn",
             region.as_ref(),
         );
-        let configuration_set = self.optional(object, "configurationSetName", "");
-        let configuration_set_name = self.parsed(
-            "configurationSetName".into(),
-            configuration_set,
-            ConfigurationSetName::parse,
-        );
-
-        let templates = self.templates(object, email_address.is_some());
+        let templates = self.templates(doc, value, email_address.is_some());
 
         Some(Parts {
             credentials: credentials?,
             region: region?,
             email_address,
             email_address_identity_arn: identity_arn,
-            feedback_forwarding_email_address: feedback,
+            feedback_forwarding_email_address: mailbox(&doc.feedback_forwarding_email_address),
             feedback_forwarding_email_address_identity_arn: feedback_arn,
-            configuration_set_name,
-            reply_to,
+            configuration_set_name: checked(
+                &doc.configuration_set_name,
+                ConfigurationSetName::parse,
+            ),
+            reply_to: mailbox(&doc.reply_to),
             templates: templates?,
         })
     }
 
-    /// `Some(None)`: use the default chain; `None`: an error was reported.
-    fn credentials(&mut self, object: &Map<String, Value>) -> Option<Option<StaticCredentials>> {
-        let id = self.string(object, "accessKeyId", "", false);
-        let secret = self.string(object, "accessKeySecret", "", false);
-        let id_present = object.get("accessKeyId").is_some_and(|v| !v.is_null());
-        let secret_present = object.get("accessKeySecret").is_some_and(|v| !v.is_null());
+    /// Both keys or neither. `Some(None)`: use the default chain; `None`: an error
+    /// was reported.
+    fn credentials(&mut self, doc: &ConnectorConfigDocument) -> Option<Option<StaticCredentials>> {
+        let id_present = !doc.access_key_id.is_missing();
+        let secret_present = !doc.access_key_secret.is_missing();
         match (id_present, secret_present) {
             (false, false) => return Some(None),
             (true, false) => self.error(
@@ -352,29 +273,11 @@ impl Checker {
             ),
             (true, true) => {}
         }
-        let mut ok = id_present && secret_present;
-        for (key, value) in [("accessKeyId", id), ("accessKeySecret", secret)] {
-            let Some(value) = value else {
-                ok = false;
-                continue;
-            };
-            if value.is_empty() {
-                self.error(
-                    key,
-                    IssueCode::Required,
-                    format!("\"{key}\" must not be empty"),
-                );
-                ok = false;
-            } else if value.chars().any(char::is_whitespace) {
-                self.error(
-                    key,
-                    IssueCode::InvalidFormat,
-                    format!("\"{key}\" must not contain whitespace (check for a stray space or line break)"),
-                );
-                ok = false;
-            }
+        if self.has_errors_under("accessKeyId") || self.has_errors_under("accessKeySecret") {
+            return None;
         }
-        let (Some(id), Some(secret), true) = (id, secret, ok) else {
+        let (Some(id), Some(secret)) = (doc.access_key_id.valid(), doc.access_key_secret.valid())
+        else {
             return None;
         };
         let looks_like_key = (16..=128).contains(&id.len())
@@ -396,53 +299,57 @@ impl Checker {
 
     fn arn(
         &mut self,
-        object: &Map<String, Value>,
+        value: &Typed<String>,
         key: &str,
         region: Option<&Region>,
     ) -> Option<IdentityArn> {
-        let input = self.optional(object, key, "");
-        let arn = self.parsed(key.to_owned(), input, IdentityArn::parse)?;
-        if let Some(region) = region {
-            if arn.region() != region {
-                self.warn(
-                    key,
-                    IssueCode::RegionMismatch,
-                    format!(
-                        "names region {}, but \"region\" is {region}; SES needs the identity in the sending region",
-                        arn.region()
-                    ),
-                );
-            }
+        let arn = checked(value, IdentityArn::parse)?;
+        if let Some(region) = region.filter(|r| arn.region() != *r) {
+            self.warn(
+                key,
+                IssueCode::RegionMismatch,
+                format!(
+                    "names region {}, but \"region\" is {region}; SES needs the identity in the sending region",
+                    arn.region()
+                ),
+            );
         }
         Some(arn)
     }
 
-    fn templates(&mut self, object: &Map<String, Value>, has_sender: bool) -> Option<TemplateSet> {
-        let items = match object.get("templates") {
-            None | Some(Value::Null) => {
-                self.error(
-                    "templates",
-                    IssueCode::Required,
-                    "\"templates\" is required",
-                );
-                return None;
-            }
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                self.error(
-                    "templates",
-                    IssueCode::InvalidType,
-                    format!("must be an array of templates, got {}", type_name(other)),
-                );
-                return None;
-            }
-        };
-        let errors_before = self.errors.len();
+    fn templates(
+        &mut self,
+        doc: &ConnectorConfigDocument,
+        value: &Value,
+        has_sender: bool,
+    ) -> Option<TemplateSet> {
+        let items = doc.templates.valid()?;
+        let raw = value.get("templates").and_then(Value::as_array);
+        let known = field_names::<TemplateDocument>();
         let mut sources = Vec::with_capacity(items.len());
         let mut seen: Vec<(String, Option<String>, usize)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let path = format!("templates[{index}]");
-            let Some(source) = self.template(item, &path) else {
+            if let Some(object) = raw.and_then(|r| r.get(index)).and_then(Value::as_object) {
+                self.unknown_fields(object, &known, &path);
+            }
+            let Some(item) = item.valid() else { continue };
+            if let Some(usage) = item.usage_type.valid().filter(|u| !u.trim().is_empty()) {
+                if UsageType::parse(usage).is_none() {
+                    self.warn(
+                        join(&path, "usageType"),
+                        IssueCode::UnknownUsageType,
+                        format!(
+                            "\"{usage}\" is not one of Logto's usage types ({}); this template is only used if a sender asks for it",
+                            UsageType::names()
+                        ),
+                    );
+                }
+            }
+            if self.has_errors_under(&path) {
+                continue;
+            }
+            let Some(source) = template_source(item) else {
                 continue;
             };
             let key = (
@@ -476,7 +383,13 @@ impl Checker {
         }
         let missing: Vec<&str> = UsageType::REQUIRED
             .iter()
-            .filter(|t| !seen.iter().any(|(u, _, _)| u == t.as_str()))
+            .filter(|t| {
+                !items.iter().any(|item| {
+                    item.valid()
+                        .and_then(|i| i.usage_type.valid())
+                        .is_some_and(|u| u == t.as_str())
+                })
+            })
             .map(|t| t.as_str())
             .collect();
         if !missing.is_empty() {
@@ -489,7 +402,7 @@ impl Checker {
                 ),
             );
         }
-        if self.errors.len() > errors_before {
+        if self.has_errors_under("templates") {
             return None;
         }
         let indices: Vec<usize> = sources.iter().map(|(i, _)| *i).collect();
@@ -522,64 +435,24 @@ impl Checker {
             }
         }
     }
+}
 
-    fn template(&mut self, item: &Value, path: &str) -> Option<TemplateSource> {
-        let Some(object) = item.as_object() else {
-            self.error(
-                path,
-                IssueCode::InvalidType,
-                format!("must be a template object, got {}", type_name(item)),
-            );
-            return None;
-        };
-        let errors_before = self.errors.len();
-        self.unknown_fields(object, TEMPLATE_FIELDS, path);
-        let usage_type = self.non_empty(object, "usageType", path);
-        if let Some(usage) = usage_type {
-            if UsageType::parse(usage).is_none() {
-                self.warn(
-                    join(path, "usageType"),
-                    IssueCode::UnknownUsageType,
-                    format!(
-                        "\"{usage}\" is not one of Logto's usage types ({}); this template is only used if a sender asks for it",
-                        UsageType::names()
-                    ),
-                );
-            }
-        }
-        let subject = self.non_empty(object, "subject", path);
-        let content = self.non_empty(object, "content", path);
-        let content_type = match self.optional(object, "contentType", path) {
-            None | Some("text/html") => Some(ContentType::Html),
-            Some("text/plain") => Some(ContentType::Plain),
-            Some(other) => {
-                self.error(
-                    join(path, "contentType"),
-                    IssueCode::InvalidFormat,
-                    format!("\"{other}\" is not supported; use text/html or text/plain"),
-                );
-                None
-            }
-        };
-        let locale = self.optional(object, "locale", path);
-        let locale = self.parsed(join(path, "locale"), locale, Locale::parse);
-        let text = self.optional(object, "text", path);
-        let send_from = self.mailbox(object, "sendFrom", path);
-        let reply_to = self.mailbox(object, "replyTo", path);
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        Some(TemplateSource {
-            usage_type: usage_type?.to_owned(),
-            locale,
-            subject: subject?.to_owned(),
-            content: content?.to_owned(),
-            content_type: content_type?,
-            text: text.map(str::to_owned),
-            send_from,
-            reply_to,
-        })
-    }
+/// A template whose field rules passed, in the form the template module compiles.
+fn template_source(item: &TemplateDocument) -> Option<TemplateSource> {
+    let content_type = match present(&item.content_type).ok()? {
+        None | Some("text/html") => ContentType::Html,
+        Some(_) => ContentType::Plain,
+    };
+    Some(TemplateSource {
+        usage_type: item.usage_type.valid()?.clone(),
+        locale: checked(&item.locale, Locale::parse),
+        subject: item.subject.valid()?.clone(),
+        content: item.content.valid()?.clone(),
+        content_type,
+        text: present(&item.text).ok()?.map(str::to_owned),
+        send_from: mailbox(&item.send_from),
+        reply_to: mailbox(&item.reply_to),
+    })
 }
 
 /// Whether `typo` is probably a misspelling of `known` (edit distance ≤ 2, case-insensitive).
