@@ -672,3 +672,39 @@ async fn a_send_without_credentials_anywhere_says_where_they_are_looked_for() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no AWS credentials"));
     assert!(fake.requests().await.is_empty(), "nothing reached SES");
 }
+
+#[tokio::test]
+async fn a_sighup_right_after_the_service_reports_itself_reloads_instead_of_killing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let server = Server::start({
+        let mut c = serve_with_config(&path);
+        c.args(["--transport", "outbox"]);
+        c
+    });
+    // Server::start returns as soon as the `listening` line is read.
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut reloaded = false;
+    for _ in 0..500 {
+        if server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("config reloaded on SIGHUP"))
+        {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200, "still serving");
+    let (code, logs) = server.stop();
+    assert!(reloaded, "{logs:?}");
+    assert_eq!(code, 0);
+}
