@@ -110,6 +110,25 @@ fn serve_with_config(path: &std::path::Path) -> Command {
     command
 }
 
+/// Logto's config without its keys: credentials must come from elsewhere.
+fn config_without_keys() -> Value {
+    let mut config = logto_config();
+    config.as_object_mut().unwrap().remove("accessKeyId");
+    config.as_object_mut().unwrap().remove("accessKeySecret");
+    config
+}
+
+/// One SignIn send to a running server.
+async fn send_one(server: &Server) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn write_config(dir: &tempfile::TempDir, config: &Value) -> std::path::PathBuf {
     let path = dir.path().join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
@@ -400,13 +419,7 @@ async fn an_empty_service_endpoint_variable_counts_as_unset() {
             .env("AWS_ENDPOINT_URL", fake.uri());
         c
     });
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/messages"))
-        .bearer_auth(SEND_TOKEN)
-        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_one(&server).await;
     let status = response.status();
     let (code, logs) = server.stop();
     assert_eq!(status, 200, "{logs:?}");
@@ -574,11 +587,8 @@ async fn the_default_credential_chain_and_endpoint_variable_reach_moto() {
 async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() {
     let fake = FakeSes::start().await;
     fake.accepts("env-keys").await;
-    let mut config = logto_config();
-    config.as_object_mut().unwrap().remove("accessKeyId");
-    config.as_object_mut().unwrap().remove("accessKeySecret");
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &config);
+    let path = write_config(&dir, &config_without_keys());
     let env = |c: &mut Command| {
         c.env("SES_CONNECTOR_ACCESS_KEY_ID", "AKIAENVOVERRIDE00001")
             .env("SES_CONNECTOR_ACCESS_KEY_SECRET", "env-secret-value")
@@ -598,13 +608,7 @@ async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() 
         env(&mut c);
         c
     });
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/messages"))
-        .bearer_auth(SEND_TOKEN)
-        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_one(&server).await;
     assert_eq!(response.status(), 200);
     server.stop();
 
@@ -626,11 +630,8 @@ async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() 
 async fn a_send_without_credentials_anywhere_says_where_they_are_looked_for() {
     let fake = FakeSes::start().await;
     fake.accepts("never").await;
-    let mut config = logto_config();
-    config.as_object_mut().unwrap().remove("accessKeyId");
-    config.as_object_mut().unwrap().remove("accessKeySecret");
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &config);
+    let path = write_config(&dir, &config_without_keys());
     let env = |c: &mut Command| {
         c.env("AWS_ENDPOINT_URL_SESV2", fake.uri())
             .env("HOME", dir.path())
@@ -643,13 +644,7 @@ async fn a_send_without_credentials_anywhere_says_where_they_are_looked_for() {
         c
     });
 
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/messages"))
-        .bearer_auth(SEND_TOKEN)
-        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_one(&server).await;
     let error = error_of(response, 500, "credentials_unavailable").await;
     server.stop();
     let message = error["message"].as_str().unwrap();

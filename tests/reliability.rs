@@ -25,6 +25,27 @@ async fn send_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> r
         .unwrap()
 }
 
+/// A fake SES that accepts every send after `delay`.
+async fn slow_fake(message_id: &str, delay: Duration) -> FakeSes {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": message_id}))
+            .set_delay(delay),
+    )
+    .await;
+    fake
+}
+
+/// SES timeouts longer than any slow fake here, so only the test's cut-off ends a send.
+fn patient_ses() -> ses_connector::ses::SesOptions {
+    ses_connector::ses::SesOptions {
+        attempt_timeout: Duration::from_secs(60),
+        operation_timeout: Duration::from_secs(60),
+        ..fast_ses_options()
+    }
+}
+
 /// Wait until the fake has received `n` sends (bounded).
 async fn until_received(fake: &FakeSes, n: usize) {
     for _ in 0..500 {
@@ -94,13 +115,7 @@ async fn send_and_hang_up(app: &TestApp, key: Option<&str>, body: &Value, after:
 
 #[tokio::test]
 async fn a_caller_that_hangs_up_mid_send_leaves_one_send_and_its_answer_for_the_duplicate() {
-    let fake = FakeSes::start().await;
-    fake.answer(
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"MessageId": "one"}))
-            .set_delay(Duration::from_millis(1500)),
-    )
-    .await;
+    let fake = slow_fake("one", Duration::from_millis(1500)).await;
     let app = app_with_fake_ses(&fake).await;
     let body = signin("u@example.com");
 
@@ -116,20 +131,10 @@ async fn a_caller_that_hangs_up_mid_send_leaves_one_send_and_its_answer_for_the_
 
 #[tokio::test]
 async fn the_in_flight_gauge_returns_to_zero_when_a_request_is_cancelled() {
-    let fake = FakeSes::start().await;
-    fake.answer(
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"MessageId": "late"}))
-            .set_delay(Duration::from_secs(60)),
-    )
-    .await;
+    let fake = slow_fake("late", Duration::from_secs(60)).await;
     let app = spawn_app(AppOptions {
         ses_endpoint: Some(fake.uri()),
-        ses: ses_connector::ses::SesOptions {
-            attempt_timeout: Duration::from_secs(60),
-            operation_timeout: Duration::from_secs(60),
-            ..fast_ses_options()
-        },
+        ses: patient_ses(),
         ..AppOptions::default()
     })
     .await;
@@ -596,20 +601,10 @@ async fn sends_in_flight_at_shutdown_all_finish_with_200() {
 
 #[tokio::test]
 async fn when_the_grace_period_ends_the_server_stops_without_waiting_for_slow_sends() {
-    let fake = FakeSes::start().await;
-    fake.answer(
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"MessageId": "too-late"}))
-            .set_delay(Duration::from_secs(20)),
-    )
-    .await;
+    let fake = slow_fake("too-late", Duration::from_secs(20)).await;
     let app = spawn_app(AppOptions {
         ses_endpoint: Some(fake.uri()),
-        ses: ses_connector::ses::SesOptions {
-            attempt_timeout: Duration::from_secs(30),
-            operation_timeout: Duration::from_secs(30),
-            ..fast_ses_options()
-        },
+        ses: patient_ses(),
         tune: |s| s.shutdown_grace = Duration::from_millis(300),
         ..AppOptions::default()
     })
