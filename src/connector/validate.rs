@@ -503,6 +503,20 @@ mod tests {
         base
     }
 
+    /// `config` is invalid with an error `code` at `path`.
+    fn assert_invalid_at(config: &Value, why: &str, path: &str, code: IssueCode) {
+        let report = validate(config);
+        assert!(!report.valid, "{why}: expected invalid");
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.path == path && e.code == code),
+            "{why}: expected {code:?} at {path:?}, got {:#?}",
+            report.errors
+        );
+    }
+
     #[test]
     fn a_config_logto_accepts_is_valid_unchanged() {
         let report = validate(&logto_config());
@@ -728,16 +742,7 @@ mod tests {
             ),
         ];
         for (why, config, path, code) in cases {
-            let report = validate(&config);
-            assert!(!report.valid, "{why}: expected invalid");
-            assert!(
-                report
-                    .errors
-                    .iter()
-                    .any(|e| e.path == path && e.code == code),
-                "{why}: expected {code:?} at {path:?}, got {:#?}",
-                report.errors
-            );
+            assert_invalid_at(&config, why, path, code);
         }
     }
 
@@ -801,16 +806,7 @@ mod tests {
                 &["templates", "3", "content"],
                 json!(content),
             );
-            let report = validate(&config);
-            assert!(!report.valid, "{why}: expected invalid");
-            assert!(
-                report
-                    .errors
-                    .iter()
-                    .any(|e| e.path == "templates[3].content" && e.code == code),
-                "{why}: expected {code:?}, got {:#?}",
-                report.errors
-            );
+            assert_invalid_at(&config, why, "templates[3].content", code);
         }
     }
 
