@@ -22,9 +22,10 @@ async function send(body) {
   return JSON.parse(text).messageId;
 }
 
-// Any script that ran would set a flag on its window and ask the service for a
-// `__pwned` URL; requests are seen by the browser whichever frame makes them.
-const hostile = '<script>window.__pwned = true; fetch("/__pwned?script")</script><img src=x onerror="window.__pwned = true; fetch(\'/__pwned?onerror\')">';
+// Any script that ran would set a flag on its window and load an image from a
+// `__pwned` URL (images are what the outbox's content policy lets through); the
+// browser reports requests whichever frame makes them.
+const hostile = '<script>window.__pwned = true; new Image().src = "/__pwned?script"</script><img src=x onerror="window.__pwned = true; this.src = \'/__pwned?onerror\'">';
 const first = await send({ to: 'ann@example.com', type: 'SignIn', payload: { code: '135790', application: { name: 'Acme' } } });
 const second = await send({ to: 'bob@example.com', type: 'SignIn', payload: { code: '246802', locale: 'fr', application: { name: hostile } } });
 
@@ -68,7 +69,7 @@ try {
   assert.equal(pwned, false, 'no script ran on the page');
   assert.ok(page.frames().some((f) => f !== page.mainFrame()), 'the email is in a frame');
   // The observer works: a request made on purpose is seen.
-  await page.evaluate(() => fetch('/__observer-control').catch(() => {}));
+  await page.evaluate(() => { new Image().src = '/__observer-control'; });
   await page.waitForLoadState('networkidle');
   assert.ok(requested.some((u) => u.includes('/__observer-control')), 'requests are observed');
   const beacons = requested.filter((u) => u.includes('__pwned'));
