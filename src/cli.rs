@@ -313,6 +313,11 @@ async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs
         ConnectorConfig::load(builtin::starter_config()).expect("built-in config is valid"),
         std::sync::Arc::new(mailer),
         crate::limits::SendGate::new(1, 0, Duration::ZERO),
+        // A test send from a shell is not rate limited, as test emails are not.
+        std::sync::Arc::new(crate::limits::MemoryLimits::new(
+            crate::limits::Rate::OFF,
+            crate::limits::Rate::OFF,
+        )),
     );
     match service.send_with(&config, &request).await {
         Ok(sent) => {

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::address::Recipient;
+use crate::mailer::BoxFuture;
 
 /// Keys tracked per limiter; past this the least recently used are forgotten.
 const MAX_TRACKED_KEYS: u64 = 200_000;
@@ -72,6 +73,12 @@ impl std::fmt::Display for Rate {
 }
 
 impl Rate {
+    /// No limit.
+    pub const OFF: Rate = Rate {
+        count: 0,
+        window: Duration::ZERO,
+    };
+
     pub fn is_disabled(&self) -> bool {
         self.count == 0
     }
@@ -84,10 +91,29 @@ pub struct LimitExceeded {
     pub retry_after: Duration,
 }
 
-/// Decides whether a send may go ahead; memory now, a shared store for replicas later.
+/// Why a send was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit was hit.
+    Exceeded(LimitExceeded),
+    /// The shared state that holds the limits cannot be reached, and it is required.
+    StateUnavailable,
+}
+
+impl From<LimitExceeded> for Refusal {
+    fn from(exceeded: LimitExceeded) -> Self {
+        Refusal::Exceeded(exceeded)
+    }
+}
+
+/// Decides whether a send may go ahead: in memory, or in Redis shared by replicas.
 pub trait SendLimiter: Send + Sync {
     /// Count this send against its limits, or refuse it without counting it.
-    fn admit(&self, recipient: &Recipient, ip: Option<IpAddr>) -> Result<(), LimitExceeded>;
+    fn admit<'a>(
+        &'a self,
+        recipient: &'a Recipient,
+        ip: Option<IpAddr>,
+    ) -> BoxFuture<'a, Result<(), Refusal>>;
 }
 
 type Log = Arc<Mutex<VecDeque<Instant>>>;
@@ -186,9 +212,25 @@ impl MemoryLimits {
     }
 }
 
-impl SendLimiter for MemoryLimits {
-    fn admit(&self, recipient: &Recipient, ip: Option<IpAddr>) -> Result<(), LimitExceeded> {
+impl MemoryLimits {
+    /// Count this send now, or refuse it without counting it.
+    pub fn admit_now(
+        &self,
+        recipient: &Recipient,
+        ip: Option<IpAddr>,
+    ) -> Result<(), LimitExceeded> {
         self.admit_at(recipient, ip, Instant::now())
+    }
+}
+
+impl SendLimiter for MemoryLimits {
+    fn admit<'a>(
+        &'a self,
+        recipient: &'a Recipient,
+        ip: Option<IpAddr>,
+    ) -> BoxFuture<'a, Result<(), Refusal>> {
+        let admitted = self.admit_now(recipient, ip).map_err(Refusal::from);
+        Box::pin(std::future::ready(admitted))
     }
 }
 
@@ -342,7 +384,7 @@ mod tests {
     fn spellings_of_one_mailbox_share_a_recipient_window() {
         let limits = MemoryLimits::new(rate("1/600"), rate("0"));
         limits
-            .admit(&Recipient::parse("victim@example.org").unwrap(), None)
+            .admit_now(&Recipient::parse("victim@example.org").unwrap(), None)
             .unwrap();
         for spelling in [
             r#""victim"@example.org"#,
@@ -354,13 +396,13 @@ mod tests {
             let recipient = Recipient::parse(spelling).unwrap();
             assert_eq!(recipient.as_str(), spelling, "sent to as given");
             assert_eq!(
-                limits.admit(&recipient, None).unwrap_err().limit,
+                limits.admit_now(&recipient, None).unwrap_err().limit,
                 "recipient",
                 "{spelling}"
             );
         }
         limits
-            .admit(&Recipient::parse("victim2@example.org").unwrap(), None)
+            .admit_now(&Recipient::parse("victim2@example.org").unwrap(), None)
             .unwrap();
     }
 
@@ -380,7 +422,7 @@ mod tests {
         let a = Recipient::parse("a@example.com").unwrap();
         for _ in 0..1000 {
             limits
-                .admit(&a, Some("203.0.113.7".parse().unwrap()))
+                .admit_now(&a, Some("203.0.113.7".parse().unwrap()))
                 .unwrap();
         }
     }
@@ -389,7 +431,7 @@ mod tests {
     fn recipients_are_not_kept_in_clear() {
         let limits = MemoryLimits::new(rate("5/600"), rate("0"));
         let a = Recipient::parse("secret.person@example.com").unwrap();
-        limits.admit(&a, None).unwrap();
+        limits.admit_now(&a, None).unwrap();
         let window = limits.recipient.as_ref().unwrap();
         for (key, _) in window.hits.iter() {
             assert!(!String::from_utf8_lossy(key.as_ref()).contains("secret.person"));

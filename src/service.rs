@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::address::{Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
-use crate::limits::{Overloaded, SendGate};
+use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
@@ -52,22 +52,62 @@ pub enum ServiceError {
     Send(#[from] SendError),
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    /// A rate limit refused the send; it was not counted.
+    #[error("rate limit {} exceeded", .0.limit)]
+    Limited(LimitExceeded),
+    /// Shared state (Redis) is required and cannot be reached; nothing was sent.
+    #[error("the shared state store cannot be reached")]
+    StateUnavailable,
 }
 
-/// Holds the active config and the transport.
+impl From<Refusal> for ServiceError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Exceeded(exceeded) => ServiceError::Limited(exceeded),
+            Refusal::StateUnavailable => ServiceError::StateUnavailable,
+        }
+    }
+}
+
+impl ServiceError {
+    /// Whether this answer is definite: the same request would get it again, so an
+    /// idempotent repeat is given it instead of trying again. Throttling, overload,
+    /// limits, unreachable or unanswered SES and missing state are transient.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            ServiceError::TemplateNotFound { .. } | ServiceError::Render(_) => true,
+            ServiceError::Send(SendError::Rejected { .. }) => true,
+            ServiceError::Send(_)
+            | ServiceError::Overloaded(_)
+            | ServiceError::Limited(_)
+            | ServiceError::StateUnavailable => false,
+        }
+    }
+}
+
+/// Holds the active config, the abuse limits and the transport: every send (the
+/// API's, a test email's, the CLI's) takes its path through here.
 pub struct EmailService {
     config: ArcSwap<ConnectorConfig>,
     mailer: Arc<dyn Mailer>,
     gate: SendGate,
+    limits: Arc<dyn SendLimiter>,
 }
 
 impl EmailService {
-    /// A service whose SES calls pass through `gate`.
-    pub fn new(config: ConnectorConfig, mailer: Arc<dyn Mailer>, gate: SendGate) -> Self {
+    /// A service whose sends are admitted by `limits` and whose SES calls pass
+    /// through `gate`.
+    pub fn new(
+        config: ConnectorConfig,
+        mailer: Arc<dyn Mailer>,
+        gate: SendGate,
+        limits: Arc<dyn SendLimiter>,
+    ) -> Self {
         Self {
             config: ArcSwap::from_pointee(config),
             mailer,
             gate,
+            limits,
         }
     }
 
@@ -86,13 +126,15 @@ impl EmailService {
         self.config.store(config);
     }
 
-    /// Send with the active config.
+    /// Send a code with the active config, once the rate limits admit it.
     pub async fn send(&self, request: &SendRequest) -> Result<Sent, ServiceError> {
+        self.limits.admit(&request.to, request.ip).await?;
         let config = self.config();
         self.send_with(&config, request).await
     }
 
-    /// Send with a given config (test sends use an unsaved one).
+    /// Send with a given config (test sends use an unsaved one); test sends are an
+    /// admin's and are not rate limited.
     pub async fn send_with(
         &self,
         config: &ConnectorConfig,

@@ -98,7 +98,11 @@ impl Application {
             settings.max_queued_sends,
             settings.queue_timeout,
         );
-        let service = Arc::new(EmailService::new(config, mailer, gate));
+        let limits = Arc::new(MemoryLimits::new(
+            settings.rate_limit_recipient,
+            settings.rate_limit_ip,
+        ));
+        let service = Arc::new(EmailService::new(config, mailer, gate, limits));
         let state = AppState {
             service,
             auth: Auth::new(&settings.tokens.send, &settings.tokens.admin, settings.dev),
@@ -106,10 +110,6 @@ impl Application {
             dev: settings.dev,
             draining: Arc::new(AtomicBool::new(false)),
             loader,
-            limits: Arc::new(MemoryLimits::new(
-                settings.rate_limit_recipient,
-                settings.rate_limit_ip,
-            )),
             idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES)),
         };
         let listener = TcpListener::bind(settings.listen)

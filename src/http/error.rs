@@ -240,9 +240,9 @@ impl From<IdempotencyError> for ApiError {
 }
 
 /// A stored answer's bytes: its body, or the error's text.
-impl Weigh for Result<axum::body::Bytes, ApiError> {
+impl Weigh for super::Stored {
     fn weight(&self) -> usize {
-        match self {
+        match &self.0 {
             Ok(body) => body.len(),
             Err(error) => {
                 std::mem::size_of::<ApiError>()
@@ -338,6 +338,15 @@ impl From<ServiceError> for ApiError {
                 )
             },
             ServiceError::Send(send) => send.into(),
+            ServiceError::Limited(exceeded) => exceeded.into(),
+            ServiceError::StateUnavailable => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "the shared state store (Redis) cannot be reached and is required; nothing was sent; retry shortly",
+                )
+            },
             ServiceError::Overloaded(_) => Self {
                 retry_after: Some(1),
                 ..Self::new(

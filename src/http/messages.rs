@@ -18,7 +18,7 @@ use super::openapi::{IdempotencyKey, RequestErrors, SendErrors};
 use super::{AppState, Stored};
 use crate::connector::{ConnectorConfig, Issue};
 use crate::idempotency::{Completed, MAX_KEY_LEN};
-use crate::service::Sent;
+use crate::service::{Sent, ServiceError};
 use crate::template::TemplateChoice;
 
 /// The answer to a send.
@@ -60,7 +60,6 @@ pub async fn send(
     let work = {
         let state = state.clone();
         async move {
-            state.limits.admit(&request.to, request.ip)?;
             let sent = state.service.send(&request).await?;
             Ok(json_bytes(SendResponse::from(sent)))
         }
@@ -141,17 +140,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// Run `work`, once per idempotency key when there is one.
+/// Run `work`, once per idempotency key when there is one. Which answers a record
+/// keeps is the service's decision ([`ServiceError::is_definite`]).
 async fn once(
     state: &AppState,
     caller: &Caller,
     route: &str,
     key: Option<String>,
     body: &Value,
-    work: impl Future<Output = Stored> + Send + 'static,
+    work: impl Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return work.await.map(respond);
+        return work.await.map(respond).map_err(ApiError::from);
     };
     let owner = caller
         .token_id
@@ -164,17 +164,15 @@ async fn once(
         let value = work.await;
         let keep = match &value {
             Ok(_) => true,
-            // A definite answer is kept; a transient one (throttled, overloaded,
-            // unreachable, timed out) is not, so a retry with the key tries again.
-            Err(e) => {
-                e.status.is_client_error() && e.status.as_u16() != 429
-                    || e.code == "invalid_response"
-            }
+            Err(error) => error.is_definite(),
         };
-        Completed { value, keep }
+        Completed {
+            value: Stored(value.map_err(ApiError::from)),
+            keep,
+        }
     });
     let answer = state.idempotency.execute(scoped, fingerprint, work).await?;
-    let mut response = match answer.value {
+    let mut response = match answer.value.0 {
         Ok(body) => respond(body),
         Err(error) => error.into_response(),
     };

@@ -23,7 +23,6 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 use crate::idempotency::IdempotencyStore;
-use crate::limits::SendLimiter;
 use crate::outbox::Outbox;
 use crate::reload::ConfigLoader;
 use crate::service::EmailService;
@@ -49,12 +48,12 @@ pub struct AppState {
     pub dev: bool,
     pub draining: Arc<AtomicBool>,
     pub loader: Arc<ConfigLoader>,
-    pub limits: Arc<dyn SendLimiter>,
     pub idempotency: Arc<dyn IdempotencyStore<Stored>>,
 }
 
-/// A send's answer as kept for idempotent repeats.
-pub type Stored = Result<axum::body::Bytes, ApiError>;
+/// A send's answer as kept for idempotent repeats: its JSON body, or its error.
+#[derive(Debug, Clone)]
+pub struct Stored(pub Result<axum::body::Bytes, ApiError>);
 
 impl AppState {
     pub fn is_draining(&self) -> bool {
