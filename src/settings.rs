@@ -93,6 +93,49 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
+    /// Redis (or Valkey) for state shared by replicas: `redis://` or `rediss://`
+    /// URL. Unset: limits and idempotency keys live in this process's memory.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<SecretString>,
+
+    /// File holding the Redis URL (it can carry a password).
+    #[arg(long, env = "SES_CONNECTOR_REDIS_URL_FILE", value_name = "PATH")]
+    pub redis_url_file: Option<PathBuf>,
+
+    /// Prefix of every Redis key the service writes.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_REDIS_PREFIX",
+        default_value = "ses-connector:",
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: String,
+
+    /// `true`: when Redis cannot be reached, refuse sends (503 state_unavailable)
+    /// instead of falling back to this process's memory.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_REDIS_REQUIRED",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub redis_required: bool,
+
+    /// Longest wait for one Redis call before it counts as failed, milliseconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_REDIS_TIMEOUT_MS",
+        default_value_t = 100,
+        value_name = "MS"
+    )]
+    pub redis_timeout_ms: u64,
+
     /// SES connect timeout, seconds.
     #[arg(
         long,
@@ -270,6 +313,15 @@ impl Tokens {
     }
 }
 
+/// Where shared state lives, when it is shared.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+    pub required: bool,
+    pub timeout: Duration,
+}
+
 /// Validated settings for `serve`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -294,6 +346,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How long reading the config source may take before a (re)load fails.
     pub config_read_timeout: Duration,
+    /// `None`: state in memory.
+    pub redis: Option<RedisSettings>,
 }
 
 impl Settings {
@@ -403,6 +457,7 @@ impl Settings {
                 "SES_CONNECTOR_SES_ATTEMPT_TIMEOUT_SECONDS must not exceed SES_CONNECTOR_SES_TIMEOUT_SECONDS".into(),
             ));
         }
+        let redis = redis_settings(&args)?;
         let access_key_id = args.access_key_id.filter(|s| !s.trim().is_empty());
         let access_key_secret = args
             .access_key_secret
@@ -427,8 +482,69 @@ impl Settings {
             shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             config_read_timeout: CONFIG_READ_TIMEOUT,
+            redis,
         })
     }
+}
+
+/// The Redis settings, when a URL is given (inline or in a file).
+fn redis_settings(args: &ServeArgs) -> Result<Option<RedisSettings>, SettingsError> {
+    use secrecy::ExposeSecret;
+    let inline = args
+        .redis_url
+        .as_ref()
+        .map(|u| u.expose_secret().trim().to_owned())
+        .filter(|u| !u.is_empty());
+    let from_file = match &args.redis_url_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    SettingsError(format!(
+                        "cannot read SES_CONNECTOR_REDIS_URL_FILE {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let url = match (inline, from_file) {
+        (Some(_), Some(_)) => {
+            return Err(SettingsError(
+                "set either SES_CONNECTOR_REDIS_URL or SES_CONNECTOR_REDIS_URL_FILE, not both"
+                    .into(),
+            ))
+        }
+        (Some(url), None) | (None, Some(url)) => url,
+        (None, None) => {
+            if args.redis_required {
+                return Err(SettingsError(
+                    "SES_CONNECTOR_REDIS_REQUIRED is true but no SES_CONNECTOR_REDIS_URL is set"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        // The URL may hold a password: say what is wrong without repeating it.
+        return Err(SettingsError(
+            "SES_CONNECTOR_REDIS_URL must start with redis:// or rediss://".into(),
+        ));
+    }
+    if args.redis_timeout_ms == 0 || args.redis_timeout_ms > 10_000 {
+        return Err(SettingsError(format!(
+            "SES_CONNECTOR_REDIS_TIMEOUT_MS must be between 1 and 10000, got {}",
+            args.redis_timeout_ms
+        )));
+    }
+    Ok(Some(RedisSettings {
+        url: SecretString::from(url),
+        prefix: args.redis_prefix.clone(),
+        required: args.redis_required,
+        timeout: Duration::from_millis(args.redis_timeout_ms),
+    }))
 }
 
 /// Tokens from a variable and/or a file, comma- or newline-separated.
@@ -525,6 +641,34 @@ mod tests {
         assert_eq!(s.tokens.send.len(), 2);
         assert_eq!(s.tokens.admin.len(), 1);
         assert!(!format!("{s:?}").contains("send-token-0123456789"));
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_never_echoed() {
+        let base = [
+            "--config",
+            "x.json",
+            "--admin-tokens",
+            "admin-token-0123456789",
+        ];
+        let mut args = base.to_vec();
+        args.extend(["--redis-url", "redis://:hunter2@127.0.0.1:6379/0"]);
+        let s = settings(&args).unwrap();
+        let redis = s.redis.unwrap();
+        assert_eq!(redis.prefix, "ses-connector:");
+        assert!(!redis.required);
+        assert!(!format!("{redis:?}").contains("hunter2"));
+        let mut args = base.to_vec();
+        args.extend(["--redis-url", "http://:hunter2@example.com"]);
+        let err = settings(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("redis://") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let mut args = base.to_vec();
+        args.extend(["--redis-required", "true"]);
+        assert!(settings(&args).is_err(), "required without a URL");
+        assert!(settings(&base).unwrap().redis.is_none());
     }
 
     #[test]

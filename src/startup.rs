@@ -10,15 +10,16 @@ use tokio::net::TcpListener;
 
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
-use crate::http::{router, AppState};
-use crate::idempotency::MemoryIdempotencyStore;
-use crate::limits::{MemoryLimits, SendGate};
+use crate::http::{router, AppState, Stored};
+use crate::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
+use crate::limits::{MemoryLimits, SendGate, SendLimiter};
 use crate::mailer::Mailer;
 use crate::outbox::Outbox;
 use crate::reload::{ConfigLoader, ReloadError, Trigger};
 use crate::service::EmailService;
 use crate::ses::SesMailer;
 use crate::settings::{Settings, Transport};
+use crate::state::{RedisIdempotencyStore, RedisLimits, RedisState};
 use crate::telemetry;
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
@@ -98,11 +99,35 @@ impl Application {
             settings.max_queued_sends,
             settings.queue_timeout,
         );
-        let limits = Arc::new(MemoryLimits::new(
-            settings.rate_limit_recipient,
-            settings.rate_limit_ip,
-        ));
+        let redis = settings
+            .redis
+            .as_ref()
+            .map(RedisState::connect)
+            .transpose()?;
+        let limits: Arc<dyn SendLimiter> = match &redis {
+            Some(redis) => Arc::new(RedisLimits::new(
+                redis.clone(),
+                settings.rate_limit_recipient,
+                settings.rate_limit_ip,
+            )),
+            None => Arc::new(MemoryLimits::new(
+                settings.rate_limit_recipient,
+                settings.rate_limit_ip,
+            )),
+        };
         let service = Arc::new(EmailService::new(config, mailer, gate, limits));
+        let memory = MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES);
+        let idempotency: Arc<dyn IdempotencyStore<Stored>> = match &redis {
+            // A claim outlives the longest request, so only a dead replica's lapses;
+            // a duplicate waits as long as a send may take, within its own request.
+            Some(redis) => Arc::new(RedisIdempotencyStore::new(
+                redis.clone(),
+                settings.request_timeout() + std::time::Duration::from_secs(5),
+                settings.ses.operation_timeout + settings.queue_timeout,
+                memory,
+            )),
+            None => Arc::new(memory),
+        };
         let state = AppState {
             service,
             auth: Auth::new(&settings.tokens.send, &settings.tokens.admin, settings.dev),
@@ -110,7 +135,7 @@ impl Application {
             dev: settings.dev,
             draining: Arc::new(AtomicBool::new(false)),
             loader,
-            idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES)),
+            idempotency,
         };
         let listener = TcpListener::bind(settings.listen)
             .await

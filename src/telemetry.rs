@@ -44,6 +44,11 @@ pub mod names {
     pub const IDEMPOTENT_REPLAYS: &str = "ses_connector_idempotent_replays_total";
     /// Sends refused because too many were in flight.
     pub const OVERLOADED: &str = "ses_connector_overloaded_total";
+    /// 1 while shared state (Redis) is unreachable and this replica falls back to
+    /// its own memory (or refuses, when Redis is required); 0 otherwise.
+    pub const STATE_DEGRADED: &str = "ses_connector_state_degraded";
+    /// Failed or timed-out Redis calls, by `operation`.
+    pub const STATE_ERRORS: &str = "ses_connector_state_errors_total";
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -94,4 +99,9 @@ fn describe() {
         "Requests answered from the idempotency store"
     );
     metrics::describe_counter!(OVERLOADED, "Sends refused because too many were in flight");
+    metrics::describe_gauge!(
+        STATE_DEGRADED,
+        "1 while Redis is unreachable and state falls back to this replica"
+    );
+    metrics::describe_counter!(STATE_ERRORS, "Failed or timed-out Redis calls");
 }

@@ -11,7 +11,7 @@ use crate::mailer::SendError;
 use crate::service::ServiceError;
 
 /// One field-level problem.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Detail {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +53,7 @@ impl From<crate::validation::Problem> for Detail {
 }
 
 /// SES's own reason for refusing, returned because the caller needs it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SesReason {
     pub code: String,
     pub message: String,
@@ -235,7 +235,106 @@ impl From<IdempotencyError> for ApiError {
                 format!("{error}; use a new key for a new request"),
             ),
             IdempotencyError::Lost => Self::internal(error.to_string()),
+            IdempotencyError::InFlight => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    format!("{error}; retry with the same key shortly"),
+                )
+            },
+            IdempotencyError::StateUnavailable => ServiceError::StateUnavailable.into(),
         }
+    }
+}
+
+/// Every error code the API answers with (the README's table).
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_request_parameters",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+    "invalid_config",
+    "template_not_found",
+    "idempotency_key_reused",
+    "rate_limit_exceeded",
+    "usage_limit_exceeded",
+    "invalid_response",
+    "general",
+    "service_unavailable",
+    "credentials_unavailable",
+    "state_unavailable",
+];
+
+/// The limits a 429 can name.
+const LIMITS: &[&str] = &["recipient", "ip", "ses"];
+
+/// A stored answer as it is kept in a shared store (Redis).
+#[derive(Serialize, serde::Deserialize)]
+struct StoredRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorRecord>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct ErrorRecord {
+    status: u16,
+    code: String,
+    message: String,
+    details: Vec<Detail>,
+    limit: Option<String>,
+    ses: Option<SesReason>,
+    retry_after: Option<u32>,
+}
+
+impl Serialize for super::Stored {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = match &self.0 {
+            Ok(body) => StoredRecord {
+                body: Some(String::from_utf8_lossy(body).into_owned()),
+                error: None,
+            },
+            Err(e) => StoredRecord {
+                body: None,
+                error: Some(ErrorRecord {
+                    status: e.status.as_u16(),
+                    code: e.code.to_owned(),
+                    message: e.message.clone(),
+                    details: e.details.clone(),
+                    limit: e.limit.map(str::to_owned),
+                    ses: e.ses.as_deref().cloned(),
+                    retry_after: e.retry_after,
+                }),
+            },
+        };
+        record.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for super::Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let record = StoredRecord::deserialize(deserializer)?;
+        let known = |list: &[&'static str], s: &str| list.iter().copied().find(|c| *c == s);
+        Ok(super::Stored(match (record.body, record.error) {
+            (Some(body), _) => Ok(axum::body::Bytes::from(body)),
+            (None, Some(e)) => Err(ApiError {
+                details: e.details,
+                limit: e.limit.as_deref().and_then(|l| known(LIMITS, l)),
+                ses: e.ses.map(Box::new),
+                retry_after: e.retry_after,
+                ..ApiError::new(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    known(ERROR_CODES, &e.code).unwrap_or("general"),
+                    e.message,
+                )
+            }),
+            (None, None) => Err(ApiError::internal("an empty idempotency record")),
+        }))
     }
 }
 

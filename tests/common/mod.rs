@@ -26,6 +26,8 @@ pub struct AppOptions {
     pub tune: fn(&mut Settings),
     /// A transport in place of the configured one.
     pub mailer: Option<Arc<dyn ses_connector::mailer::Mailer>>,
+    /// Shared state in Redis instead of memory.
+    pub redis: Option<ses_connector::settings::RedisSettings>,
 }
 
 impl Default for AppOptions {
@@ -38,6 +40,7 @@ impl Default for AppOptions {
             config_file: None,
             tune: |_| {},
             mailer: None,
+            redis: None,
         }
     }
 }
@@ -181,6 +184,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
         config_read_timeout: ses_connector::settings::CONFIG_READ_TIMEOUT,
+        redis: options.redis.clone(),
     };
     (options.tune)(&mut settings);
     let app = Application::build_with(settings, options.mailer)

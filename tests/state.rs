@@ -1,0 +1,446 @@
+//! Shared state through Redis: one conformance suite run against the in-memory and
+//! the Redis stores, then two service instances on one Redis behaving as one
+//! service, Redis going away and coming back, and Redis required.
+//! `scripts/test.sh` installs and starts a Redis server and sets `REDIS_URL`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use ses_connector::address::Recipient;
+use ses_connector::idempotency::{
+    Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
+};
+use ses_connector::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
+use ses_connector::settings::RedisSettings;
+use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisState};
+use wiremock::ResponseTemplate;
+
+/// The Redis the test script started. Without it these tests fail loudly.
+fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis")
+}
+
+fn redis_settings(url: &str, required: bool) -> RedisSettings {
+    RedisSettings {
+        url: url.to_owned().into(),
+        prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+        required,
+        timeout: Duration::from_millis(200),
+    }
+}
+
+fn rate(s: &str) -> Rate {
+    s.parse().unwrap()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Memory,
+    Redis,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Redis];
+
+fn limiter(backend: Backend, recipient: Rate, ip: Rate) -> Arc<dyn SendLimiter> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryLimits::new(recipient, ip)),
+        Backend::Redis => {
+            let state = RedisState::connect(&redis_settings(&redis_url(), false)).unwrap();
+            Arc::new(RedisLimits::new(state, recipient, ip))
+        }
+    }
+}
+
+fn to(address: &str) -> Recipient {
+    Recipient::parse(address).unwrap()
+}
+
+fn exceeded(refusal: Result<(), Refusal>) -> (&'static str, Duration) {
+    match refusal {
+        Err(Refusal::Exceeded(e)) => (e.limit, e.retry_after),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn both_backends_allow_n_sends_in_a_rolling_window_and_say_when_to_retry() {
+    for backend in BACKENDS {
+        let limits = limiter(backend, rate("3/600"), rate("0"));
+        let victim = to("victim@example.org");
+        for spelling in [
+            "victim@example.org",
+            "Victim+1@EXAMPLE.org",
+            "\"victim\"@example.org",
+        ] {
+            limits.admit(&to(spelling), None).await.unwrap();
+        }
+        let (limit, retry_after) = exceeded(limits.admit(&victim, None).await);
+        assert_eq!(limit, "recipient", "{backend:?}");
+        assert!(
+            retry_after > Duration::from_secs(590) && retry_after <= Duration::from_secs(600),
+            "{backend:?}: {retry_after:?}"
+        );
+        // A refusal is not counted, and other recipients are not affected.
+        exceeded(limits.admit(&victim, None).await);
+        limits.admit(&to("other@example.org"), None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn both_backends_refuse_on_the_ip_limit_without_using_up_the_recipient() {
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+    for backend in BACKENDS {
+        let limits = limiter(backend, rate("2/600"), rate("1/600"));
+        let a = to("a@example.com");
+        limits.admit(&a, Some(ip)).await.unwrap();
+        let (limit, _) = exceeded(limits.admit(&a, Some(mapped)).await);
+        assert_eq!(limit, "ip", "{backend:?}");
+        limits
+            .admit(&a, Some("198.51.100.1".parse().unwrap()))
+            .await
+            .unwrap();
+        let (limit, _) = exceeded(limits.admit(&a, None).await);
+        assert_eq!(
+            limit, "recipient",
+            "{backend:?}: two counted, the refused one not"
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Reply(String);
+
+impl Weigh for Reply {
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn store(backend: Backend) -> Arc<dyn IdempotencyStore<Reply>> {
+    let memory = MemoryIdempotencyStore::new(1_000_000);
+    match backend {
+        Backend::Memory => Arc::new(memory),
+        Backend::Redis => {
+            let state = RedisState::connect(&redis_settings(&redis_url(), false)).unwrap();
+            Arc::new(RedisIdempotencyStore::new(
+                state,
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                memory,
+            ))
+        }
+    }
+}
+
+fn work(
+    calls: &Arc<AtomicUsize>,
+    value: &str,
+    keep: bool,
+) -> ses_connector::mailer::BoxFuture<'static, Completed<Reply>> {
+    let calls = calls.clone();
+    let value = Reply(value.to_owned());
+    Box::pin(async move {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Completed { value, keep }
+    })
+}
+
+#[tokio::test]
+async fn both_backends_run_a_key_once_and_replay_its_answer() {
+    for backend in BACKENDS {
+        let store = store(backend);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let concurrent: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                let work = work(&calls, &format!("answer {i}"), true);
+                tokio::spawn(async move { store.execute("k".into(), [1; 32], work).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in concurrent {
+            answers.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{backend:?}");
+        assert!(
+            answers.iter().all(|a| a.value == answers[0].value),
+            "{backend:?}"
+        );
+        assert_eq!(
+            answers.iter().filter(|a| !a.replayed).count(),
+            1,
+            "{backend:?}"
+        );
+
+        let reused = store
+            .execute("k".into(), [2; 32], work(&calls, "x", true))
+            .await;
+        assert_eq!(
+            reused.unwrap_err(),
+            IdempotencyError::KeyReused,
+            "{backend:?}"
+        );
+
+        store
+            .execute("t".into(), [1; 32], work(&calls, "throttled", false))
+            .await
+            .unwrap();
+        let retried = store
+            .execute("t".into(), [1; 32], work(&calls, "sent", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            retried.value,
+            Reply("sent".into()),
+            "{backend:?}: transient answers are not kept"
+        );
+        assert!(!retried.replayed);
+    }
+}
+
+#[tokio::test]
+async fn both_backends_finish_the_work_when_the_first_caller_hangs_up() {
+    for backend in BACKENDS {
+        let store = store(backend);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = {
+            let store = store.clone();
+            let work = work(&calls, "first", true);
+            tokio::spawn(async move { store.execute("h".into(), [1; 32], work).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.abort();
+        let duplicate = store
+            .execute("h".into(), [1; 32], work(&calls, "second", true))
+            .await
+            .unwrap();
+        assert_eq!(duplicate.value, Reply("first".into()), "{backend:?}");
+        assert!(duplicate.replayed);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{backend:?}");
+    }
+}
+
+// --- two replicas on one Redis ----------------------------------------------------
+
+/// Two instances of the service sending to `fake`, sharing state in `redis`, with
+/// the recipient limit at `recipient_limit`.
+async fn replicas(
+    fake: &FakeSes,
+    redis: &RedisSettings,
+    recipient_limit: fn(&mut ses_connector::settings::Settings),
+) -> (TestApp, TestApp) {
+    let options = || AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis.clone()),
+        tune: recipient_limit,
+        ..AppOptions::default()
+    };
+    (spawn_app(options()).await, spawn_app(options()).await)
+}
+
+fn signin(to: &str) -> Value {
+    json!({"to": to, "type": "SignIn", "payload": {"code": "123456"}})
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_recipient_limit_and_idempotency_keys() {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "shared"}))
+            .set_delay(Duration::from_millis(200)),
+    )
+    .await;
+    let redis = redis_settings(&redis_url(), false);
+    let (a, b) = replicas(&fake, &redis, |s| {
+        s.rate_limit_recipient = "10/600".parse().unwrap()
+    })
+    .await;
+
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            app.send(&signin("victim@example.org")).await.status(),
+            200,
+            "send {i}"
+        );
+    }
+    let error = error_of(
+        b.send(&signin("victim@example.org")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+    assert_eq!(error["limit"], "recipient");
+    let error = error_of(
+        a.send(&signin("Victim+x@example.org")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+    assert_eq!(error["limit"], "recipient");
+
+    let keyed = |app: &TestApp| {
+        app.client
+            .post(app.url("/v1/messages"))
+            .bearer_auth(SEND_TOKEN)
+            .header("idempotency-key", "one-key")
+            .json(&signin("keyed@example.org"))
+            .send()
+    };
+    let before = fake.requests().await.len();
+    let (first, second) = tokio::join!(keyed(&a), keyed(&b));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        fake.requests().await.len(),
+        before + 1,
+        "exactly one SES call"
+    );
+}
+
+/// A Redis server of this test's own, so it can be stopped and started.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let mut child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs it)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn degraded(app: &TestApp) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("ses_connector_state_degraded "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn when_redis_goes_away_sends_go_on_and_when_it_is_back_limits_are_shared_again() {
+    let redis = OwnRedis::start(free_port());
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let (a, b) = replicas(&fake, &redis_settings(&redis.url(), false), |s| {
+        s.rate_limit_recipient = "2/600".parse().unwrap()
+    })
+    .await;
+    assert_eq!(a.send(&signin("one@example.org")).await.status(), 200);
+    assert_eq!(degraded(&a).await, 0.0);
+
+    let port = redis.stop();
+    for i in 0..3 {
+        let response = a.send(&signin(&format!("down{i}@example.org"))).await;
+        assert_eq!(response.status(), 200, "sends go on while Redis is down");
+    }
+    assert_eq!(degraded(&a).await, 1.0);
+
+    let _redis = OwnRedis::start(port);
+    let mut back = false;
+    for _ in 0..100 {
+        if degraded(&a).await == 0.0 && degraded(&b).await == 0.0 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the replicas noticed Redis is back");
+    assert_eq!(a.send(&signin("again@example.org")).await.status(), 200);
+    assert_eq!(b.send(&signin("again@example.org")).await.status(), 200);
+    let error = error_of(
+        a.send(&signin("again@example.org")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+    assert_eq!(error["limit"], "recipient", "shared again");
+}
+
+#[tokio::test]
+async fn with_redis_required_and_down_sends_are_refused_and_nothing_is_sent() {
+    let nobody_listens = format!("redis://127.0.0.1:{}/", free_port());
+    let fake = FakeSes::start().await;
+    fake.accepts("never").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis_settings(&nobody_listens, true)),
+        tune: |s| s.rate_limit_recipient = "10/600".parse().unwrap(),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let response = app.send(&signin("u@example.org")).await;
+
+    assert!(response.headers().get("retry-after").is_some());
+    error_of(response, 503, "state_unavailable").await;
+    assert!(fake.requests().await.is_empty(), "no SES call");
+    assert_eq!(
+        app.get("/readyz", None).await.status(),
+        200,
+        "readiness keeps its meaning"
+    );
+}
