@@ -69,6 +69,12 @@ else
   tests=$(awk '/^test result: ok/ {n += $4} END {print n + 0}' "$LOG_DIR/tests.log")
 fi
 
+log "the Kubernetes example against the Kubernetes API schemas (offline)"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31' \
+  || fail "cannot install kubernetes-validate"
+"$VENV/bin/kubernetes-validate" --strict --quiet deploy/kubernetes.yaml \
+  || fail "deploy/kubernetes.yaml does not validate against the Kubernetes API schemas"
+
 log "schemathesis against the running service's OpenAPI document"
 bash scripts/schemathesis.sh
 
@@ -78,4 +84,4 @@ bash scripts/browser.sh
 log "the container image: lint, build the final stage, run it read-only as non-root"
 bash scripts/container.sh
 
-printf '\nsummary: %s passed, 0 failed\n' "$((tests + 3))"
+printf '\nsummary: %s passed, 0 failed\n' "$((tests + 4))"
