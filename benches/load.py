@@ -146,6 +146,8 @@ def main():
                         help="also measure Logto's AWS SES connector (benches/logto, Node) against the same stand-in")
     parser.add_argument("--transport", choices=["ses", "outbox"], default="ses",
                         help="outbox: measure the service without the SES call (for profiling)")
+    parser.add_argument("--redis", action="store_true",
+                        help="also measure the service with both rate limits on, state in memory and in a local Redis")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--generator", choices=["oha", "wrk"], default="oha" if shutil.which("oha") else "wrk",
                         help="load generator (default: oha when installed, as in the reference measurements)")
@@ -249,10 +251,43 @@ def main():
             burst = generator.run(service_url, args.burst, args.seconds, send_body, service_headers)
             burst["peak_rss_mib"] = status_kib(service.pid, "VmHWM") / 1024
 
-        # Logto's connector against the same stand-in, with the same config and body.
-        if args.logto:
+        # Shared state: the same service with both limits on (high counts, so no send
+        # is refused; a 1 s window keeps the logs short), state in memory, then in a
+        # local Redis — each a fresh process, measured at 1 and 64 callers.
+        if args.redis:
             service.send_signal(signal.SIGTERM)
             service.wait(timeout=30)
+            redis_port = free_port()
+            redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            processes.append(redis)
+            limits = {"SES_CONNECTOR_RATE_LIMIT_RECIPIENT": "1000000/1", "SES_CONNECTOR_RATE_LIMIT_IP": "1000000/1"}
+            for name, extra in (("memory_state", limits),
+                                ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/"))):
+                state_env = dict(service_env)
+                state_env.update(extra)
+                state_service = subprocess.Popen([args.binary, "serve", "--transport", args.transport],
+                                                 env=state_env, stderr=subprocess.DEVNULL)
+                processes.append(state_service)
+                if not wait_http(f"http://127.0.0.1:{service_port}/readyz"):
+                    raise SystemExit(f"the service ({name}) did not become ready")
+                generator.run(service_url, 16, 2, send_body, service_headers)
+                results[name] = {}
+                for connections in (1, 64):
+                    cpu_before = cpu_seconds(state_service.pid)
+                    r = generator.run(service_url, connections, args.seconds, send_body, service_headers)
+                    r["cpu_us_per_request"] = (cpu_seconds(state_service.pid) - cpu_before) / max(r["requests"], 1) * 1e6
+                    results[name][connections] = r
+                state_service.send_signal(signal.SIGTERM)
+                state_service.wait(timeout=30)
+            redis.send_signal(signal.SIGTERM)
+            redis.wait(timeout=10)
+
+        # Logto's connector against the same stand-in, with the same config and body.
+        if args.logto:
+            if service.poll() is None:
+                service.send_signal(signal.SIGTERM)
+                service.wait(timeout=30)
             logto_port = free_port()
             logto_env = dict(env)
             logto_env.update({"LOGTO_CONFIG": json.dumps(config), "PORT": str(logto_port),
@@ -317,6 +352,16 @@ def main():
               f"of CPU per request; the stand-in spends {direct['standin_cpu_us_per_request']:.0f} µs and the generator "
               f"{direct['generator_cpu_us_per_request']:.0f} µs, leaving {per_request - others:.0f} µs for the service, "
               f"which spends {results['service'][64]['cpu_us_per_request']:.0f} µs")
+        if args.redis:
+            print("\n| state (both limits on) | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for name, label in (("memory_state", "in memory"), ("redis_state", "in Redis")):
+                for connections in (1, 64):
+                    r = results[name][connections]
+                    print(f"| {label} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {r['cpu_us_per_request']:.0f} |")
+            memory, shared = results["memory_state"], results["redis_state"]
+            print(f"Redis state: {shared[64]['rps'] / memory[64]['rps'] * 100:.1f} % of the in-memory requests/s at 64 callers "
+                  f"(target ≥ 80 %); added p50 at 1 caller {shared[1]['p50_ms'] - memory[1]['p50_ms']:.3f} ms (target ≤ 0.3 ms)")
         if burst:
             print(f"burst of {args.burst} callers: {burst['rps']:.0f} requests/s, p99 {burst['p99_ms']:.1f} ms, "
                   f"{burst['errors']} not 2xx (503 when over the cap), peak RSS {burst['peak_rss_mib']:.1f} MiB")
@@ -326,7 +371,8 @@ def main():
                 "idle_rss_mib": idle_rss_kib / 1024, "peak_rss_mib": peak_rss_kib / 1024, "ready_ms": ready_ms,
                 "service_cpu_budget_us": per_request - others,
             }, indent=2))
-        errors = sum(r["errors"] for r in results["service"].values())
+        errors = sum(r["errors"] for name in ("service", "memory_state", "redis_state")
+                     for r in results.get(name, {}).values())
         return 1 if errors else 0
     finally:
         stop_all()

@@ -84,7 +84,7 @@ pub enum SendErrors {
     /// SES rejected the message or is unreachable
     #[response(status = 502)]
     BadGateway(ErrorBody),
-    /// SES quota/paused, or too many sends in flight
+    /// SES quota/paused, too many sends in flight, or shared state (Redis) required and unreachable (`state_unavailable`)
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// SES did not answer in time
