@@ -668,6 +668,22 @@ mod tests {
         let mut args = base.to_vec();
         args.extend(["--redis-required", "true"]);
         assert!(settings(&args).is_err(), "required without a URL");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("redis-url");
+        std::fs::write(&file, "rediss://:hunter2@redis.internal:6380/0\n").unwrap();
+        let mut args = base.to_vec();
+        args.extend([
+            "--redis-url-file",
+            file.to_str().unwrap(),
+            "--redis-required",
+            "true",
+        ]);
+        let redis = settings(&args).unwrap().redis.unwrap();
+        assert!(redis.required);
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&redis.url),
+            "rediss://:hunter2@redis.internal:6380/0"
+        );
         assert!(settings(&base).unwrap().redis.is_none());
     }
 

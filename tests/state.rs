@@ -324,6 +324,8 @@ impl OwnRedis {
     fn start(port: u16) -> Self {
         let mut child = std::process::Command::new("redis-server")
             .args([
+                "--enable-debug-command",
+                "yes",
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -418,6 +420,41 @@ async fn when_redis_goes_away_sends_go_on_and_when_it_is_back_limits_are_shared_
     )
     .await;
     assert_eq!(error["limit"], "recipient", "shared again");
+}
+
+#[tokio::test]
+async fn a_slow_redis_is_not_waited_for_beyond_its_timeout() {
+    let redis = OwnRedis::start(free_port());
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis_settings(&redis.url(), false)),
+        tune: |s| s.rate_limit_recipient = "10/600".parse().unwrap(),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.send(&signin("u@example.org")).await.status(), 200);
+
+    // Redis stops answering for 2 s; each call gives up after 200 ms.
+    let sleeper = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "DEBUG", "SLEEP", "2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let response = app.send(&signin("slow@example.org")).await;
+    let waited = started.elapsed();
+
+    assert_eq!(response.status(), 200);
+    assert!(
+        waited < Duration::from_millis(1500),
+        "did not wait for Redis: {waited:?}"
+    );
+    assert_eq!(degraded(&app).await, 1.0);
+    let mut sleeper = sleeper;
+    let _ = sleeper.wait();
 }
 
 #[tokio::test]
