@@ -318,6 +318,7 @@ async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs
             crate::limits::Rate::OFF,
             crate::limits::Rate::OFF,
         )),
+        crate::service::Pacing::off(),
     );
     match service.send_with(&config, &request).await {
         Ok(sent) => {

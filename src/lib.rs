@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod mailer;
 pub mod outbox;
+pub mod pacing;
 pub mod reload;
 pub mod service;
 pub mod ses;

@@ -61,8 +61,31 @@ pub enum SendError {
     Internal { detail: String },
 }
 
+/// What SES says of an account (`GetAccount`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountFacts {
+    /// Emails per second.
+    pub max_send_rate: f64,
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
+    pub sending_enabled: bool,
+    /// `false`: the account is in the SES sandbox.
+    pub production_access_enabled: bool,
+    /// `HEALTHY`, `PROBATION` or `SHUTDOWN`.
+    pub enforcement_status: Option<String>,
+}
+
 /// Sends rendered emails.
 pub trait Mailer: Send + Sync {
     /// Send one email; returns the transport's message id.
     fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>>;
+
+    /// What the transport knows of the sending account; `None` when it has no
+    /// account (the outbox).
+    fn account_facts<'a>(
+        &'a self,
+        _account: &'a Account,
+    ) -> BoxFuture<'a, Result<Option<AccountFacts>, String>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }

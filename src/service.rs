@@ -1,7 +1,7 @@
 //! The use cases: choose a template, render it, hand it to the mailer. No HTTP, no AWS.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
@@ -10,6 +10,7 @@ use crate::address::{Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
+use crate::pacing::{MemoryPacer, PaceExceeded, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
 
@@ -58,6 +59,18 @@ pub enum ServiceError {
     /// Shared state (Redis) is required and cannot be reached; nothing was sent.
     #[error("the shared state store cannot be reached")]
     StateUnavailable,
+    /// Over the SES account's send rate for longer than the pacing wait allows.
+    #[error("over the SES account's send rate")]
+    Paced(PaceExceeded),
+}
+
+impl From<PaceRefusal> for ServiceError {
+    fn from(refusal: PaceRefusal) -> Self {
+        match refusal {
+            PaceRefusal::Exceeded(exceeded) => ServiceError::Paced(exceeded),
+            PaceRefusal::StateUnavailable => ServiceError::StateUnavailable,
+        }
+    }
 }
 
 impl From<Refusal> for ServiceError {
@@ -80,18 +93,39 @@ impl ServiceError {
             ServiceError::Send(_)
             | ServiceError::Overloaded(_)
             | ServiceError::Limited(_)
+            | ServiceError::Paced(_)
             | ServiceError::StateUnavailable => false,
         }
     }
 }
 
-/// Holds the active config, the abuse limits and the transport: every send (the
-/// API's, a test email's, the CLI's) takes its path through here.
+/// How sends are kept under the SES account's rate.
+pub struct Pacing {
+    pub pacer: Arc<dyn SendPacer>,
+    pub rate: Arc<SendRate>,
+    /// Longest wait for a turn before a send is refused.
+    pub max_wait: Duration,
+}
+
+impl Pacing {
+    /// No pacing at all.
+    pub fn off() -> Self {
+        Self {
+            pacer: Arc::new(MemoryPacer::new()),
+            rate: Arc::new(SendRate::new(Some(0.0))),
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Holds the active config, the abuse limits, the pace and the transport: every send
+/// (the API's, a test email's, the CLI's) takes its path through here.
 pub struct EmailService {
     config: ArcSwap<ConnectorConfig>,
     mailer: Arc<dyn Mailer>,
     gate: SendGate,
     limits: Arc<dyn SendLimiter>,
+    pacing: Pacing,
 }
 
 impl EmailService {
@@ -102,13 +136,42 @@ impl EmailService {
         mailer: Arc<dyn Mailer>,
         gate: SendGate,
         limits: Arc<dyn SendLimiter>,
+        pacing: Pacing,
     ) -> Self {
         Self {
             config: ArcSwap::from_pointee(config),
             mailer,
             gate,
             limits,
+            pacing,
         }
+    }
+
+    /// The transport, for what it can tell about the account.
+    pub fn mailer(&self) -> &Arc<dyn Mailer> {
+        &self.mailer
+    }
+
+    /// The rate sends are paced at, learned from the account.
+    pub fn send_rate(&self) -> &Arc<SendRate> {
+        &self.pacing.rate
+    }
+
+    /// Wait for this send's turn under the account's send rate, if one is known.
+    async fn pace(&self) -> Result<(), ServiceError> {
+        let Some(rate) = self.pacing.rate.current() else {
+            return Ok(());
+        };
+        let wait = self
+            .pacing
+            .pacer
+            .reserve(rate, self.pacing.max_wait)
+            .await?;
+        metrics::histogram!(names::PACING_WAIT).record(wait.as_secs_f64());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     /// Sends in flight now.
@@ -141,6 +204,7 @@ impl EmailService {
         request: &SendRequest,
     ) -> Result<Sent, ServiceError> {
         let (email, template) = compose(config, request)?;
+        self.pace().await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;

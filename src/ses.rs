@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::address::Mailbox;
-use crate::mailer::{Account, BoxFuture, Mailer, OutgoingEmail, SendError};
+use crate::mailer::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How long and how often to try SES.
 #[derive(Debug, Clone)]
@@ -211,6 +211,32 @@ impl SesMailer {
 impl Mailer for SesMailer {
     fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
         Box::pin(self.send_email(email))
+    }
+
+    fn account_facts<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<Option<AccountFacts>, String>> {
+        Box::pin(async move {
+            let output = self
+                .client(account)
+                .get_account()
+                .send()
+                .await
+                .map_err(|e| match credentials_failure(&e) {
+                    Some(no_credentials) => no_credentials.to_string(),
+                    None => format!("{}", DisplayErrorContext(&e)),
+                })?;
+            let quota = output.send_quota();
+            Ok(Some(AccountFacts {
+                max_send_rate: quota.map_or(0.0, |q| q.max_send_rate()),
+                max_24_hour_send: quota.map_or(0.0, |q| q.max24_hour_send()),
+                sent_last_24_hours: quota.map_or(0.0, |q| q.sent_last24_hours()),
+                sending_enabled: output.sending_enabled(),
+                production_access_enabled: output.production_access_enabled(),
+                enforcement_status: output.enforcement_status().map(str::to_owned),
+            }))
+        })
     }
 }
 

@@ -14,6 +14,9 @@ use crate::ses::SesOptions;
 /// a FIFO or a hung network mount never finishes).
 pub const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the SES account's quota and send rate are read.
+pub const QUOTA_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Shortest API token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -92,6 +95,20 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Sends per second at most, overriding the SES account's max send rate (read
+    /// with GetAccount); `0` turns pacing off.
+    #[arg(long, env = "SES_CONNECTOR_MAX_SEND_RATE", value_name = "PER_SECOND")]
+    pub max_send_rate: Option<f64>,
+
+    /// Longest wait for a send's turn under the send rate before a 429, milliseconds.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_PACING_MAX_WAIT_MS",
+        default_value_t = 2000,
+        value_name = "MS"
+    )]
+    pub pacing_max_wait_ms: u64,
 
     /// Redis (or Valkey) for state shared by replicas: `redis://` or `rediss://`
     /// URL. Unset: limits and idempotency keys live in this process's memory.
@@ -348,12 +365,21 @@ pub struct Settings {
     pub config_read_timeout: Duration,
     /// `None`: state in memory.
     pub redis: Option<RedisSettings>,
+    /// `Some(0.0)`: no pacing; `None`: the account's max send rate.
+    pub max_send_rate: Option<f64>,
+    pub pacing_max_wait: Duration,
+    /// How often the SES account's quota is read.
+    pub quota_interval: Duration,
 }
 
 impl Settings {
-    /// The HTTP-layer limit on one request: above everything a send may take.
+    /// The HTTP-layer limit on one request: above everything a send may take,
+    /// a wait for its turn under the send rate included.
     pub fn request_timeout(&self) -> Duration {
-        self.ses.operation_timeout + self.queue_timeout + Duration::from_secs(5)
+        self.ses.operation_timeout
+            + self.queue_timeout
+            + self.pacing_max_wait
+            + Duration::from_secs(5)
     }
 }
 
@@ -483,6 +509,16 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             config_read_timeout: CONFIG_READ_TIMEOUT,
             redis,
+            max_send_rate: match args.max_send_rate {
+                Some(rate) if !rate.is_finite() || rate < 0.0 => {
+                    return Err(SettingsError(format!(
+                        "SES_CONNECTOR_MAX_SEND_RATE must be a number of sends per second (0 turns pacing off), got {rate}"
+                    )))
+                }
+                other => other,
+            },
+            pacing_max_wait: Duration::from_millis(args.pacing_max_wait_ms),
+            quota_interval: QUOTA_INTERVAL,
         })
     }
 }

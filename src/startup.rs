@@ -15,12 +15,14 @@ use crate::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use crate::limits::{MemoryLimits, SendGate, SendLimiter};
 use crate::mailer::Mailer;
 use crate::outbox::Outbox;
+use crate::pacing::{MemoryPacer, SendPacer, SendRate};
 use crate::reload::{ConfigLoader, ReloadError, Trigger};
 use crate::service::EmailService;
+use crate::service::Pacing;
 use crate::ses::SesMailer;
 use crate::settings::{Settings, Transport};
-use crate::state::{RedisIdempotencyStore, RedisLimits, RedisState};
-use crate::telemetry;
+use crate::state::{RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
+use crate::telemetry::{self, names};
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
 /// 150 bytes; a test email's report with warnings can be much larger).
@@ -115,7 +117,23 @@ impl Application {
                 settings.rate_limit_ip,
             )),
         };
-        let service = Arc::new(EmailService::new(config, mailer, gate, limits));
+        let pacer: Arc<dyn SendPacer> = match &redis {
+            Some(redis) => Arc::new(RedisPacer::new(redis.clone())),
+            None => Arc::new(MemoryPacer::new()),
+        };
+        let pacing = Pacing {
+            pacer,
+            rate: Arc::new(SendRate::new(settings.max_send_rate)),
+            max_wait: settings.pacing_max_wait,
+        };
+        let reads_quota = outbox.is_none();
+        let service = Arc::new(EmailService::new(config, mailer, gate, limits, pacing));
+        if reads_quota {
+            tokio::spawn(read_quota(
+                Arc::downgrade(&service),
+                settings.quota_interval,
+            ));
+        }
         let memory = MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES);
         let idempotency: Arc<dyn IdempotencyStore<Stored>> = match &redis {
             // A claim outlives the longest request, so only a dead replica's lapses;
@@ -123,7 +141,7 @@ impl Application {
             Some(redis) => Arc::new(RedisIdempotencyStore::new(
                 redis.clone(),
                 settings.request_timeout() + std::time::Duration::from_secs(5),
-                settings.ses.operation_timeout + settings.queue_timeout,
+                settings.ses.operation_timeout + settings.queue_timeout + settings.pacing_max_wait,
                 memory,
             )),
             None => Arc::new(memory),
@@ -260,6 +278,52 @@ impl Application {
             eprintln!("{banner}");
         }
         tracing::info!(%addr, dev = self.settings.dev, transport = ?self.settings.transport, "listening");
+    }
+}
+
+/// Read the SES account's quota at start and every `interval` (failures are logged,
+/// never fatal): gauges in `/metrics`, a warning at 80 % of the 24-hour quota, and
+/// the max send rate that paces sends.
+async fn read_quota(service: std::sync::Weak<EmailService>, interval: std::time::Duration) {
+    let mut warned = false;
+    loop {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let config = service.config();
+        let account = crate::mailer::Account {
+            region: config.region.clone(),
+            credentials: config.credentials.clone(),
+        };
+        match service.mailer().account_facts(&account).await {
+            Ok(Some(facts)) => {
+                metrics::gauge!(names::SES_MAX_SEND_RATE).set(facts.max_send_rate);
+                metrics::gauge!(names::SES_MAX_24_HOUR_SEND).set(facts.max_24_hour_send);
+                metrics::gauge!(names::SES_SENT_LAST_24_HOURS).set(facts.sent_last_24_hours);
+                metrics::gauge!(names::SES_SENDING_ENABLED).set(if facts.sending_enabled {
+                    1.0
+                } else {
+                    0.0
+                });
+                service.send_rate().learn(facts.max_send_rate);
+                let used = facts.sent_last_24_hours / facts.max_24_hour_send.max(1.0);
+                if used >= 0.8 && !warned {
+                    tracing::warn!(
+                        sent = facts.sent_last_24_hours,
+                        quota = facts.max_24_hour_send,
+                        "{:.0} % of the SES 24-hour sending quota is used",
+                        used * 100.0
+                    );
+                }
+                warned = used >= 0.8;
+            }
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the SES account's quota (GetAccount); will try again")
+            }
+        }
+        drop(service);
+        tokio::time::sleep(interval).await;
     }
 }
 

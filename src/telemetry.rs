@@ -49,6 +49,16 @@ pub mod names {
     pub const STATE_DEGRADED: &str = "ses_connector_state_degraded";
     /// Failed or timed-out Redis calls, by `operation`.
     pub const STATE_ERRORS: &str = "ses_connector_state_errors_total";
+    /// Time sends waited for their turn under the SES send rate, seconds.
+    pub const PACING_WAIT: &str = "ses_connector_pacing_wait_seconds";
+    /// The SES account's maximum send rate, per second (from GetAccount).
+    pub const SES_MAX_SEND_RATE: &str = "ses_connector_ses_max_send_rate";
+    /// The SES account's 24-hour sending quota.
+    pub const SES_MAX_24_HOUR_SEND: &str = "ses_connector_ses_max_24_hour_send";
+    /// Emails the SES account sent in the last 24 hours.
+    pub const SES_SENT_LAST_24_HOURS: &str = "ses_connector_ses_sent_last_24_hours";
+    /// 1 when SES sending is enabled for the account, 0 when paused.
+    pub const SES_SENDING_ENABLED: &str = "ses_connector_ses_sending_enabled";
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -59,7 +69,7 @@ pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             const SECONDS: &[f64] = &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
@@ -104,4 +114,25 @@ fn describe() {
         "1 while Redis is unreachable and state falls back to this replica"
     );
     metrics::describe_counter!(STATE_ERRORS, "Failed or timed-out Redis calls");
+    metrics::describe_histogram!(
+        PACING_WAIT,
+        metrics::Unit::Seconds,
+        "Time sends waited for their turn under the SES send rate"
+    );
+    metrics::describe_gauge!(
+        SES_MAX_SEND_RATE,
+        "The SES account's maximum send rate per second"
+    );
+    metrics::describe_gauge!(
+        SES_MAX_24_HOUR_SEND,
+        "The SES account's 24-hour sending quota"
+    );
+    metrics::describe_gauge!(
+        SES_SENT_LAST_24_HOURS,
+        "Emails the SES account sent in the last 24 hours"
+    );
+    metrics::describe_gauge!(
+        SES_SENDING_ENABLED,
+        "1 when SES sending is enabled for the account"
+    );
 }

@@ -612,7 +612,14 @@ async fn serve_and_send_test_both_take_the_keys_from_the_access_key_variables() 
     assert_eq!(response.status(), 200);
     server.stop();
 
-    let requests = fake.server.received_requests().await.unwrap();
+    let requests: Vec<_> = fake
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == SEND_PATH)
+        .collect();
     assert_eq!(requests.len(), 2, "send-test and serve each sent once");
     for request in requests {
         let authorization = request.headers["authorization"]

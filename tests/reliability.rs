@@ -388,6 +388,7 @@ async fn a_burst_far_above_the_cap_gets_an_answer_for_every_request() {
             s.max_concurrent_sends = 2;
             s.max_queued_sends = 2;
             s.queue_timeout = Duration::from_millis(100);
+            s.pacing_max_wait = Duration::ZERO;
         },
         ..AppOptions::default()
     })
@@ -649,6 +650,7 @@ async fn a_request_past_the_http_timeout_is_cut_off_with_a_504() {
             s.ses.attempt_timeout = Duration::from_millis(100);
             s.ses.operation_timeout = Duration::from_millis(100);
             s.queue_timeout = Duration::from_millis(100);
+            s.pacing_max_wait = Duration::ZERO;
         },
         ..AppOptions::default()
     })

@@ -209,10 +209,15 @@ impl From<LimitExceeded> for ApiError {
         let seconds =
             exceeded.retry_after.as_secs() + u64::from(exceeded.retry_after.subsec_nanos() > 0);
         let seconds = u32::try_from(seconds.max(1)).unwrap_or(u32::MAX);
-        let what = match exceeded.limit {
-            "recipient" => "this recipient",
-            "ip" => "this client IP",
-            other => other,
+        let message = match exceeded.limit {
+            "recipient" => {
+                format!("too many codes sent to this recipient; retry after {seconds} s")
+            }
+            "ip" => format!("too many codes sent to this client IP; retry after {seconds} s"),
+            "ses_send_rate" => format!(
+                "sends are over the SES account's maximum send rate; retry after {seconds} s"
+            ),
+            other => format!("the {other} limit is exceeded; retry after {seconds} s"),
         };
         Self {
             limit: Some(exceeded.limit),
@@ -220,7 +225,7 @@ impl From<LimitExceeded> for ApiError {
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
-                format!("too many codes sent to {what}; retry after {seconds} s"),
+                message,
             )
         }
     }
@@ -270,7 +275,7 @@ pub const ERROR_CODES: &[&str] = &[
 ];
 
 /// The limits a 429 can name.
-const LIMITS: &[&str] = &["recipient", "ip", "ses"];
+const LIMITS: &[&str] = &["recipient", "ip", "ses", "ses_send_rate"];
 
 /// A stored answer as it is kept in a shared store (Redis).
 #[derive(Serialize, serde::Deserialize)]
@@ -438,6 +443,11 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::Send(send) => send.into(),
             ServiceError::Limited(exceeded) => exceeded.into(),
+            ServiceError::Paced(paced) => LimitExceeded {
+                limit: "ses_send_rate",
+                retry_after: paced.retry_after,
+            }
+            .into(),
             ServiceError::StateUnavailable => Self {
                 retry_after: Some(1),
                 ..Self::new(

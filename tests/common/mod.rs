@@ -185,6 +185,9 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         shutdown_grace: Duration::from_secs(10),
         config_read_timeout: ses_connector::settings::CONFIG_READ_TIMEOUT,
         redis: options.redis.clone(),
+        max_send_rate: None,
+        pacing_max_wait: Duration::from_secs(2),
+        quota_interval: ses_connector::settings::QUOTA_INTERVAL,
     };
     (options.tune)(&mut settings);
     let app = Application::build_with(settings, options.mailer)

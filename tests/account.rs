@@ -1,0 +1,146 @@
+//! Knowing the SES account: its quota read into `/metrics`, and sends paced under its
+//! maximum send rate instead of being throttled by SES.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+/// A fake SES that accepts sends and notes when each arrived.
+struct Arrivals(Arc<Mutex<Vec<Instant>>>);
+
+impl Respond for Arrivals {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.lock().unwrap().push(Instant::now());
+        ResponseTemplate::new(200).set_body_json(json!({"MessageId": "paced"}))
+    }
+}
+
+/// The fake's `GetAccount`: a production account allowed `rate` sends per second.
+async fn account_allows(fake: &FakeSes, rate: f64) {
+    Mock::given(method("GET"))
+        .and(path("/v2/email/account"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": rate, "SentLast24Hours": 1200.0},
+            "SendingEnabled": true,
+            "ProductionAccessEnabled": true,
+            "EnforcementStatus": "HEALTHY"
+        })))
+        .mount(&fake.server)
+        .await;
+}
+
+fn signin_to(i: usize) -> Value {
+    json!({"to": format!("u{i}@example.com"), "type": "SignIn", "payload": {"code": "1"}})
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Wait until the service has read the account (bounded).
+async fn until_account_read(app: &TestApp) -> String {
+    for _ in 0..500 {
+        let text = app.get("/metrics", None).await.text().await.unwrap();
+        if gauge(&text, "ses_connector_ses_max_send_rate").is_some() {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the service never read the SES account");
+}
+
+#[tokio::test]
+async fn the_accounts_quota_is_read_into_metrics() {
+    let fake = FakeSes::start().await;
+    account_allows(&fake, 14.0).await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let text = until_account_read(&app).await;
+
+    assert_eq!(gauge(&text, "ses_connector_ses_max_send_rate"), Some(14.0));
+    assert_eq!(
+        gauge(&text, "ses_connector_ses_max_24_hour_send"),
+        Some(50000.0)
+    );
+    assert_eq!(
+        gauge(&text, "ses_connector_ses_sent_last_24_hours"),
+        Some(1200.0)
+    );
+    assert_eq!(gauge(&text, "ses_connector_ses_sending_enabled"), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_burst_above_the_accounts_rate_is_paced_and_the_rest_refused_with_ses_send_rate() {
+    let fake = FakeSes::start().await;
+    account_allows(&fake, 10.0).await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path(SEND_PATH))
+        .respond_with(Arrivals(arrivals.clone()))
+        .mount(&fake.server)
+        .await;
+    let app = app_with_fake_ses(&fake).await;
+    until_account_read(&app).await;
+
+    let bodies: Vec<Value> = (0..100).map(signin_to).collect();
+    let sends = bodies.iter().map(|body| app.send(body));
+    let responses = futures_util::future::join_all(sends).await;
+
+    let mut sent = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            200 => sent += 1,
+            429 => {
+                assert!(response.headers().get("retry-after").is_some());
+                let error: Value = response.json().await.unwrap();
+                assert_eq!(error["error"]["limit"], "ses_send_rate", "{error}");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let times = arrivals.lock().unwrap().clone();
+    assert_eq!(times.len(), sent, "every 200 is one send that reached SES");
+    assert!(
+        (15..=25).contains(&sent),
+        "about 2 s of turns at 10/s were given: {sent}"
+    );
+    for (i, start) in times.iter().enumerate() {
+        let within_a_second = times[i..]
+            .iter()
+            .filter(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        assert!(
+            within_a_second <= 11,
+            "{within_a_second} sends reached SES within one second"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_configured_rate_of_zero_turns_pacing_off() {
+    let fake = FakeSes::start().await;
+    account_allows(&fake, 1.0).await;
+    fake.accepts("unpaced").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.max_send_rate = Some(0.0),
+        ..AppOptions::default()
+    })
+    .await;
+    until_account_read(&app).await;
+
+    let bodies: Vec<Value> = (0..20).map(signin_to).collect();
+    let sends = bodies.iter().map(|body| app.send(body));
+    for response in futures_util::future::join_all(sends).await {
+        assert_eq!(response.status(), 200);
+    }
+}
