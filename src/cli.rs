@@ -70,6 +70,16 @@ pub enum Command {
         #[arg(long = "type", value_name = "TYPE", default_value = "Generic")]
         usage_type: String,
     },
+    /// Check a config online against the SES account: exit 0 all good, 1 something
+    /// will fail, 2 could not check.
+    Doctor {
+        /// Config file [default: SES_CONNECTOR_CONFIG].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a complete, valid starter config using the built-in templates.
     Init {
         /// Where to write it; standard output when absent.
@@ -110,6 +120,15 @@ pub async fn run(cli: Cli) -> ExitCode {
                     usage_type,
                 } => send_test(&config, &to, &usage_type, &cli.serve).await,
                 Command::Init { out, force } => init(out.as_deref(), force),
+                Command::Doctor { config, json } => {
+                    match config.or_else(|| cli.serve.config.clone()) {
+                        Some(path) => doctor(&path, json, &cli.serve).await,
+                        None => {
+                            eprintln!("error: give the config with --config PATH (or SES_CONNECTOR_CONFIG)");
+                            ExitCode::from(2)
+                        }
+                    }
+                }
                 Command::Healthcheck { url } => {
                     let url = url.unwrap_or_else(|| health_url(cli.serve.health_listen));
                     healthcheck(&url).await
@@ -261,33 +280,72 @@ fn render(config: &Path, usage: &str, payload: Option<&str>, locale: Option<&str
     run().err().unwrap_or(ExitCode::SUCCESS)
 }
 
-async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs) -> ExitCode {
-    // The same overrides `serve` applies, so a key kept out of the file works here too.
-    let config = match read_json(config) {
-        Ok(mut value) => {
-            crate::reload::override_credentials(
-                &mut value,
-                credentials
-                    .access_key_id
-                    .clone()
-                    .filter(|s| !s.trim().is_empty()),
-                credentials
-                    .access_key_secret
-                    .as_ref()
-                    .filter(|s| !secrecy::ExposeSecret::expose_secret(*s).trim().is_empty()),
+/// A config file with the `SES_CONNECTOR_ACCESS_KEY_*` overrides `serve` applies, so
+/// a key kept out of the file works here too.
+fn load_with_overrides(path: &Path, settings: &ServeArgs) -> Result<ConnectorConfig, ExitCode> {
+    let mut value = read_json(path).map_err(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    })?;
+    crate::reload::override_credentials(
+        &mut value,
+        settings
+            .access_key_id
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
+        settings
+            .access_key_secret
+            .as_ref()
+            .filter(|s| !secrecy::ExposeSecret::expose_secret(*s).trim().is_empty()),
+    );
+    ConnectorConfig::load(value).map_err(|report| {
+        print_report(&report);
+        ExitCode::from(1)
+    })
+}
+
+async fn doctor(path: &Path, json: bool, settings: &ServeArgs) -> ExitCode {
+    let config = match load_with_overrides(path, settings) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mailer = SesMailer::new(&SesOptions::default()).await;
+    let diagnosis = crate::doctor::diagnose(&config, &mailer, DOCTOR_TIMEOUT).await;
+    if json {
+        let mut report = serde_json::to_value(&diagnosis.report).unwrap_or_default();
+        report["account"] = serde_json::to_value(&diagnosis.account).unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_report(&diagnosis.report);
+        if let Some(account) = &diagnosis.account {
+            println!(
+                "account: {} in {}, sending {}, enforcement {}, max {} sends/s, {} of {} sent in the last 24 h",
+                if account.production_access_enabled { "production" } else { "sandbox" },
+                config.region,
+                if account.sending_enabled { "enabled" } else { "paused" },
+                account.enforcement_status.as_deref().unwrap_or("unknown"),
+                account.max_send_rate,
+                account.sent_last_24_hours,
+                account.max_24_hour_send,
             );
-            match ConnectorConfig::load(value) {
-                Ok(config) => config,
-                Err(report) => {
-                    print_report(&report);
-                    return ExitCode::from(1);
-                }
-            }
         }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
+        if diagnosis.incomplete {
+            println!("some checks could not run; see the warnings above");
         }
+    }
+    ExitCode::from(diagnosis.exit_code())
+}
+
+/// How long the doctor's checks may take in all.
+const DOCTOR_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs) -> ExitCode {
+    let config = match load_with_overrides(config, credentials) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let to = match Recipient::parse(to) {
         Ok(to) => to,

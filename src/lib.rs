@@ -6,6 +6,7 @@ pub mod address;
 pub mod builtin;
 pub mod cli;
 pub mod connector;
+pub mod doctor;
 pub mod http;
 pub mod idempotency;
 pub mod limits;

@@ -88,4 +88,10 @@ pub trait Mailer: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<AccountFacts>, String>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+
+    /// The account questions the online doctor asks; `None` when the transport
+    /// does not reach SES (the outbox).
+    fn probe(&self) -> Option<&dyn crate::doctor::AccountProbe> {
+        None
+    }
 }

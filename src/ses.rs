@@ -20,6 +20,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::address::Mailbox;
+use crate::doctor::{AccountProbe, IdentityFacts, ProbeError};
 use crate::mailer::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How long and how often to try SES.
@@ -107,6 +108,23 @@ impl SesMailer {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
         }
+    }
+
+    /// An STS client for the same account, to ask which account id it is.
+    fn sts(&self, account: &Account) -> aws_sdk_sts::Client {
+        let mut builder = aws_sdk_sts::config::Builder::from(&self.base).region(
+            aws_sdk_sts::config::Region::new(account.region.as_str().to_owned()),
+        );
+        if let Some(credentials) = &account.credentials {
+            builder = builder.credentials_provider(Credentials::new(
+                credentials.access_key_id.clone(),
+                credentials.secret_access_key.expose_secret().to_owned(),
+                None,
+                None,
+                "ses-connector-config",
+            ));
+        }
+        aws_sdk_sts::Client::from_conf(builder.build())
     }
 
     fn client(&self, account: &Account) -> Client {
@@ -211,6 +229,10 @@ impl SesMailer {
 impl Mailer for SesMailer {
     fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
         Box::pin(self.send_email(email))
+    }
+
+    fn probe(&self) -> Option<&dyn AccountProbe> {
+        Some(self)
     }
 
     fn account_facts<'a>(
@@ -373,6 +395,133 @@ fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<Send
         cause = current.source();
     }
     None
+}
+
+/// Error codes that mean the credentials are wrong or not allowed.
+const CREDENTIAL_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AccessDenied",
+    "AccessDeniedException",
+];
+
+/// What an account question's failure means for the doctor; AWS's own text kept.
+fn probe_error<E>(err: SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>) -> ProbeError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let Some(SendError::NoCredentials { detail }) = credentials_failure(&err) {
+        return ProbeError::Credentials(detail);
+    }
+    match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("");
+            let message = service.err().message().unwrap_or("").to_owned();
+            let status = service.raw().status().as_u16();
+            if code == "NotFoundException" {
+                ProbeError::NotFound
+            } else if CREDENTIAL_CODES.contains(&code) || status == 403 {
+                ProbeError::Credentials(format!("{code}: {message}"))
+            } else if code.is_empty() {
+                ProbeError::Unreachable(format!("SES answered HTTP {status}"))
+            } else {
+                ProbeError::Unreachable(format!("{code}: {message}"))
+            }
+        }
+        _ => ProbeError::Unreachable(format!("{}", DisplayErrorContext(&err))),
+    }
+}
+
+impl AccountProbe for SesMailer {
+    fn account<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<AccountFacts, ProbeError>> {
+        Box::pin(async move {
+            let output = self
+                .client(account)
+                .get_account()
+                .send()
+                .await
+                .map_err(probe_error)?;
+            let quota = output.send_quota();
+            Ok(AccountFacts {
+                max_send_rate: quota.map_or(0.0, |q| q.max_send_rate()),
+                max_24_hour_send: quota.map_or(0.0, |q| q.max24_hour_send()),
+                sent_last_24_hours: quota.map_or(0.0, |q| q.sent_last24_hours()),
+                sending_enabled: output.sending_enabled(),
+                production_access_enabled: output.production_access_enabled(),
+                enforcement_status: output.enforcement_status().map(str::to_owned),
+            })
+        })
+    }
+
+    fn identity<'a>(
+        &'a self,
+        account: &'a Account,
+        identity: &'a str,
+    ) -> BoxFuture<'a, Result<IdentityFacts, ProbeError>> {
+        Box::pin(async move {
+            let output = self
+                .client(account)
+                .get_email_identity()
+                .email_identity(identity)
+                .send()
+                .await
+                .map_err(probe_error)?;
+            Ok(IdentityFacts {
+                // `VerificationStatus` is the newer field; either says it is verified.
+                verified_for_sending: output.verified_for_sending_status()
+                    || output
+                        .verification_status()
+                        .is_some_and(|s| s.as_str() == "SUCCESS"),
+                dkim_status: output
+                    .dkim_attributes()
+                    .and_then(|d| d.status())
+                    .map(|s| s.as_str().to_owned()),
+            })
+        })
+    }
+
+    fn configuration_set<'a>(
+        &'a self,
+        account: &'a Account,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProbeError>> {
+        Box::pin(async move {
+            self.client(account)
+                .get_configuration_set()
+                .configuration_set_name(name)
+                .send()
+                .await
+                .map(drop)
+                .map_err(probe_error)
+        })
+    }
+
+    fn caller_account<'a>(
+        &'a self,
+        account: &'a Account,
+    ) -> BoxFuture<'a, Result<String, ProbeError>> {
+        Box::pin(async move {
+            let output = self
+                .sts(account)
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| ProbeError::Unreachable(format!("{}", DisplayErrorContext(&e))))?;
+            output
+                .account()
+                .map(str::to_owned)
+                .ok_or_else(|| ProbeError::Unreachable("STS named no account".to_owned()))
+        })
+    }
 }
 
 /// Map an SES error code to what the caller is told.

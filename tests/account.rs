@@ -144,3 +144,165 @@ async fn a_configured_rate_of_zero_turns_pacing_off() {
         assert_eq!(response.status(), 200);
     }
 }
+
+/// The fake's `GetAccount` answer.
+async fn account_says(fake: &FakeSes, account: Value) {
+    Mock::given(method("GET"))
+        .and(path("/v2/email/account"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(account))
+        .mount(&fake.server)
+        .await;
+}
+
+/// The fake's `GetEmailIdentity`: every identity is verified.
+async fn identities_verified(fake: &FakeSes) {
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex("^/v2/email/identities/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "IdentityType": "DOMAIN", "VerifiedForSendingStatus": true,
+            "DkimAttributes": {"Status": "SUCCESS"}
+        })))
+        .mount(&fake.server)
+        .await;
+}
+
+/// A config with no ARNs and no configuration set: only the account is at stake.
+fn plain_config() -> Value {
+    let mut config = logto_config();
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    config
+}
+
+async fn online(app: &TestApp) -> Value {
+    let response = app
+        .post(
+            "/v1/config/validate?online=true",
+            Some(ADMIN_TOKEN),
+            &plain_config(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn codes(report: &Value, kind: &str) -> Vec<String> {
+    report[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_doctor_names_the_sandbox_a_paused_account_and_probation() {
+    let cases = [
+        (
+            json!({"SendQuota": {"Max24HourSend": 200.0, "MaxSendRate": 1.0, "SentLast24Hours": 0.0},
+                   "SendingEnabled": true, "ProductionAccessEnabled": false, "EnforcementStatus": "HEALTHY"}),
+            vec![],
+            vec!["sandbox"],
+        ),
+        (
+            json!({"SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 10.0},
+                   "SendingEnabled": false, "ProductionAccessEnabled": true, "EnforcementStatus": "HEALTHY"}),
+            vec!["sending_paused"],
+            vec![],
+        ),
+        (
+            json!({"SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 10.0},
+                   "SendingEnabled": true, "ProductionAccessEnabled": true, "EnforcementStatus": "PROBATION"}),
+            vec![],
+            vec!["account_under_review"],
+        ),
+        (
+            json!({"SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 10.0},
+                   "SendingEnabled": true, "ProductionAccessEnabled": true, "EnforcementStatus": "HEALTHY"}),
+            vec![],
+            vec![],
+        ),
+    ];
+    for (account, errors, warnings) in cases {
+        let fake = FakeSes::start().await;
+        account_says(&fake, account.clone()).await;
+        identities_verified(&fake).await;
+        let app = app_with_fake_ses(&fake).await;
+
+        let report = online(&app).await;
+
+        assert_eq!(codes(&report, "errors"), errors, "{account}: {report}");
+        assert_eq!(codes(&report, "warnings"), warnings, "{account}: {report}");
+        assert_eq!(report["valid"], errors.is_empty());
+        assert_eq!(
+            report["account"]["productionAccessEnabled"],
+            account["ProductionAccessEnabled"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_doctor_says_when_ses_refuses_the_credentials_keeping_aws_words_and_not_the_secret() {
+    let fake = FakeSes::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/email/account"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-amzn-ErrorType", "UnrecognizedClientException")
+                .set_body_json(
+                    json!({"message": "The security token included in the request is invalid."}),
+                ),
+        )
+        .mount(&fake.server)
+        .await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let report = online(&app).await;
+
+    assert_eq!(
+        codes(&report, "errors"),
+        ["credentials_invalid"],
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("The security token included in the request is invalid"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_test_email_carries_the_doctors_warnings() {
+    let fake = FakeSes::start().await;
+    account_says(
+        &fake,
+        json!({"SendQuota": {"Max24HourSend": 200.0, "MaxSendRate": 1.0, "SentLast24Hours": 0.0},
+               "SendingEnabled": true, "ProductionAccessEnabled": false, "EnforcementStatus": "HEALTHY"}),
+    )
+    .await;
+    identities_verified(&fake).await;
+    fake.accepts("test-send").await;
+    let app = app_with_fake_ses(&fake).await;
+
+    let response = app
+        .post(
+            "/v1/test-email",
+            Some(ADMIN_TOKEN),
+            &json!({"to": "admin@example.com", "config": plain_config()}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["messageId"], "test-send");
+    assert!(
+        codes(&body, "warnings").contains(&"sandbox".to_owned()),
+        "{body}"
+    );
+}

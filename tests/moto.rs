@@ -163,3 +163,115 @@ async fn identities_are_per_region() {
         .await;
     error_of(response, 502, "invalid_response").await;
 }
+
+/// `POST /v1/config/validate?online=true` with `config`, through an app on moto.
+async fn online_report(config: &Value) -> Value {
+    let app = app_sending_to_moto(config_for("unused.example.com", "us-east-1")).await;
+    let response = app
+        .post("/v1/config/validate?online=true", Some(ADMIN_TOKEN), config)
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn has(report: &Value, kind: &str, path: &str, code: &str) -> bool {
+    report[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == path && i["code"] == code)
+}
+
+#[tokio::test]
+async fn the_online_doctor_finds_unverified_senders_and_a_missing_configuration_set() {
+    let domain = format!("doctor-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_identity("us-east-1", &domain).await;
+    let mut config = config_for(&domain, "us-east-1");
+    config["templates"][1]["sendFrom"] = json!("Other <other@not-verified.example.net>");
+    config["configurationSetName"] = json!("no-such-set");
+
+    let report = online_report(&config).await;
+
+    assert_eq!(report["valid"], false, "{report}");
+    assert!(
+        !has(&report, "errors", "emailAddress", "identity_not_verified"),
+        "{report}"
+    );
+    assert!(
+        has(
+            &report,
+            "errors",
+            "templates[1].sendFrom",
+            "identity_not_verified"
+        ),
+        "{report}"
+    );
+    assert!(
+        has(
+            &report,
+            "errors",
+            "configurationSetName",
+            "configuration_set_not_found"
+        ),
+        "{report}"
+    );
+    assert!(
+        !has(&report, "warnings", "emailAddress", "check_failed"),
+        "the verified sender was checked: {report}"
+    );
+    let message = report["errors"].to_string();
+    assert!(
+        message.contains("other@not-verified.example.net"),
+        "{message}"
+    );
+    assert!(
+        !report.to_string().contains(SECRET),
+        "the secret never appears"
+    );
+}
+
+#[tokio::test]
+async fn the_doctor_command_exits_1_when_something_will_fail_and_2_when_it_could_not_check() {
+    let domain = format!("doctor-cli-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_identity("us-east-1", &domain).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |config: &Value| {
+        let path = dir
+            .path()
+            .join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ses-connector"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SES_CONNECTOR_") || key.starts_with("AWS_") {
+                command.env_remove(key);
+            }
+        }
+        let output = command
+            .args(["doctor", "--json", "--config"])
+            .arg(&path)
+            .env("AWS_ENDPOINT_URL_SESV2", moto_url())
+            .env("AWS_ENDPOINT_URL_STS", moto_url())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("a JSON report: {output:?}"));
+        (output.status.code(), report)
+    };
+
+    let mut broken = config_for(&domain, "us-east-1");
+    broken["emailAddress"] = json!("noreply@unverified.example.org");
+    let (code, report) = run(&broken);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        has(&report, "errors", "emailAddress", "identity_not_verified"),
+        "{report}"
+    );
+
+    // Everything moto can answer is fine; it has no GetAccount, so the account
+    // could not be checked.
+    let (code, report) = run(&config_for(&domain, "us-east-1"));
+    assert_eq!(code, Some(2), "{report}");
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    assert!(has(&report, "warnings", "", "check_failed"), "{report}");
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 pub use document::{ConnectorConfigDocument, ContentTypeName, TemplateDocument};
 pub use types::{ConfigurationSetName, IdentityArn, Locale, Region, UsageType};
-pub use validate::{type_name, validate, Issue, IssueCode, ValidationReport};
+pub use validate::{type_name, validate, validate_loaded, Issue, IssueCode, ValidationReport};
 
 use crate::address::Mailbox;
 use crate::template::TemplateSet;

@@ -162,6 +162,7 @@ impl fmt::Display for Region {
 pub struct IdentityArn {
     text: String,
     region: Region,
+    account: String,
 }
 
 impl IdentityArn {
@@ -193,6 +194,7 @@ impl IdentityArn {
         Ok(Self {
             text: input.to_owned(),
             region,
+            account: account.to_owned(),
         })
     }
 
@@ -202,6 +204,11 @@ impl IdentityArn {
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// The 12-digit account id the identity belongs to.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 }
 

@@ -38,6 +38,22 @@ pub enum IssueCode {
     RegionMismatch,
     MissingSender,
     UnusualFormat,
+    /// Online: SES refused the credentials.
+    CredentialsInvalid,
+    /// Online: the account is in the SES sandbox.
+    Sandbox,
+    /// Online: sending is paused or shut down for the account.
+    SendingPaused,
+    /// Online: the account is under review (probation).
+    AccountUnderReview,
+    /// Online: a From or feedback address is not verified for sending.
+    IdentityNotVerified,
+    /// Online: the configuration set does not exist.
+    ConfigurationSetNotFound,
+    /// Online: an identity ARN names another account than the credentials'.
+    CrossAccountIdentity,
+    /// Online: a check got no answer; the report is partial.
+    CheckFailed,
 }
 
 /// One problem in a config, with the path of the value at fault.
@@ -65,6 +81,15 @@ pub fn validate(value: &Value) -> ValidationReport {
             warnings: config.warnings,
         },
         Err(report) => report,
+    }
+}
+
+/// The report of a config already loaded (valid, with its warnings).
+pub fn validate_loaded(config: &ConnectorConfig) -> ValidationReport {
+    ValidationReport {
+        valid: true,
+        errors: Vec::new(),
+        warnings: config.warnings.clone(),
     }
 }
 

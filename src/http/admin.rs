@@ -1,6 +1,8 @@
 //! Admin routes: validate a config, preview an email, show and reload the active config.
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,20 +14,77 @@ use super::openapi::{ErrorBody, RequestErrors};
 use super::AppState;
 use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, ConnectorConfig, Issue, ValidationReport};
+use crate::doctor::AccountSummary;
 use crate::reload::{ReloadError, Trigger};
 use crate::service::EmailService;
 use crate::template::TemplateChoice;
 
-/// Validate a config: every problem at once, valid or not.
-#[utoipa::path(post, path = "/v1/config/validate", tag = "admin",
+/// `POST /v1/config/validate` options.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ValidateQuery {
+    /// Also check the config against the SES account with its credentials (the doctor).
+    #[serde(default)]
+    pub online: bool,
+}
+
+/// The validation report, with the account as the online doctor saw it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ValidateResponse {
+    #[serde(flatten)]
+    pub report: ValidationReport,
+    /// With `online=true`: the SES account's state and quota, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountSummary>,
+}
+
+/// How long the online checks may take in all.
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Validate a config: every problem at once, valid or not; with `online=true` also
+/// what SES says of the account (credentials, sandbox, sending paused, identities,
+/// configuration set).
+#[utoipa::path(post, path = "/v1/config/validate", tag = "admin", params(ValidateQuery),
     request_body(content = Object, description = "A connector config (see the ConnectorConfig schema); any JSON is reported on"),
     responses(
-        (status = 200, description = "The validation report", body = ValidationReport),
+        (status = 200, description = "The validation report", body = ValidateResponse),
         RequestErrors,
     ),
     security(("bearer" = [])))]
-pub async fn validate(JsonBody(body): JsonBody) -> Json<ValidationReport> {
-    Json(connector::validate(&body))
+pub async fn validate(
+    State(state): State<AppState>,
+    Query(query): Query<ValidateQuery>,
+    JsonBody(body): JsonBody,
+) -> Json<ValidateResponse> {
+    let offline = |report| {
+        Json(ValidateResponse {
+            report,
+            account: None,
+        })
+    };
+    if !query.online {
+        return offline(connector::validate(&body));
+    }
+    let config = match ConnectorConfig::load(body) {
+        Ok(config) => config,
+        Err(report) => return offline(report),
+    };
+    let Some(probe) = state.service.mailer().probe() else {
+        let mut report = connector::validate_loaded(&config);
+        report.warnings.push(Issue {
+            path: String::new(),
+            code: connector::IssueCode::CheckFailed,
+            message:
+                "this service sends to its outbox, not to SES: nothing could be checked online"
+                    .into(),
+        });
+        return offline(report);
+    };
+    let diagnosis = crate::doctor::diagnose(&config, probe, ONLINE_TIMEOUT).await;
+    Json(ValidateResponse {
+        report: diagnosis.report,
+        account: diagnosis.account,
+    })
 }
 
 /// What `POST /v1/preview` answers.

@@ -88,15 +88,29 @@ pub async fn test_email(
     let work = {
         let state = state.clone();
         async move {
+            // The doctor's warnings for this config (sandbox, account under review, a
+            // check that got no answer) come back with the test send.
+            let warnings = match state.service.mailer().probe() {
+                Some(probe) => {
+                    crate::doctor::diagnose(&config, probe, TEST_DOCTOR_TIMEOUT)
+                        .await
+                        .report
+                        .warnings
+                }
+                None => config.warnings.clone(),
+            };
             let sent = state.service.send_with(&config, &request).await?;
             Ok(json_bytes(SendResponse {
-                warnings: Some(config.warnings.clone()),
+                warnings: Some(warnings),
                 ..sent.into()
             }))
         }
     };
     once(&state, &caller, "test-email", key, &json, work).await
 }
+
+/// How long the doctor may take before a test send.
+const TEST_DOCTOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A body that passed its rules always converts; this is the error if it did not.
 pub(super) fn unchecked() -> ApiError {

@@ -131,6 +131,7 @@ impl Modify for BearerAuth {
         ConnectorConfigDocument, TemplateDocument, ContentTypeName, UsageType, TemplateChoice,
         ValidationReport, Issue, IssueCode, OutboxEmail,
         super::messages::SendResponse, super::admin::PreviewResponse, super::admin::ReloadResponse,
+        super::admin::ValidateResponse, crate::doctor::AccountSummary,
     )),
     modifiers(&BearerAuth),
     tags((name = "send", description = "Send codes"), (name = "admin", description = "Configs, previews, test sends"), (name = "operations", description = "Health, readiness, metrics, this document"))

@@ -205,6 +205,11 @@ impl TemplateSet {
         self.entries.len()
     }
 
+    /// The templates as configured, in the config's order.
+    pub fn sources(&self) -> impl Iterator<Item = &TemplateSource> {
+        self.entries.iter().map(|e| &e.source)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
