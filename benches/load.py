@@ -148,6 +148,8 @@ def main():
                         help="outbox: measure the service without the SES call (for profiling)")
     parser.add_argument("--redis", action="store_true",
                         help="also measure the service with both rate limits on, state in memory and in a local Redis")
+    parser.add_argument("--pacing", action="store_true",
+                        help="also measure the cost of pacing that never bites (a rate far above the load) against pacing off")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--generator", choices=["oha", "wrk"], default="oha" if shutil.which("oha") else "wrk",
                         help="load generator (default: oha when installed, as in the reference measurements)")
@@ -251,37 +253,46 @@ def main():
             burst = generator.run(service_url, args.burst, args.seconds, send_body, service_headers)
             burst["peak_rss_mib"] = status_kib(service.pid, "VmHWM") / 1024
 
-        # Shared state: the same service with both limits on (high counts, so no send
-        # is refused; a 1 s window keeps the logs short), state in memory, then in a
-        # local Redis — each a fresh process, measured at 1 and 64 callers.
-        if args.redis:
-            service.send_signal(signal.SIGTERM)
-            service.wait(timeout=30)
-            redis_port = free_port()
-            redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-            processes.append(redis)
-            limits = {"SES_CONNECTOR_RATE_LIMIT_RECIPIENT": "1000000/1", "SES_CONNECTOR_RATE_LIMIT_IP": "1000000/1"}
-            for name, extra in (("memory_state", limits),
-                                ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/"))):
-                state_env = dict(service_env)
-                state_env.update(extra)
-                state_service = subprocess.Popen([args.binary, "serve", "--transport", args.transport],
-                                                 env=state_env, stderr=subprocess.DEVNULL)
-                processes.append(state_service)
+        def measure_variants(variants):
+            """Each variant a fresh service process with extra settings, at 1 and 64 callers."""
+            for name, extra in variants:
+                variant_env = dict(service_env)
+                variant_env.update(extra)
+                variant = subprocess.Popen([args.binary, "serve", "--transport", args.transport],
+                                           env=variant_env, stderr=subprocess.DEVNULL)
+                processes.append(variant)
                 if not wait_http(f"http://127.0.0.1:{service_port}/readyz"):
                     raise SystemExit(f"the service ({name}) did not become ready")
                 generator.run(service_url, 16, 2, send_body, service_headers)
                 results[name] = {}
                 for connections in (1, 64):
-                    cpu_before = cpu_seconds(state_service.pid)
+                    cpu_before = cpu_seconds(variant.pid)
                     r = generator.run(service_url, connections, args.seconds, send_body, service_headers)
-                    r["cpu_us_per_request"] = (cpu_seconds(state_service.pid) - cpu_before) / max(r["requests"], 1) * 1e6
+                    r["cpu_us_per_request"] = (cpu_seconds(variant.pid) - cpu_before) / max(r["requests"], 1) * 1e6
                     results[name][connections] = r
-                state_service.send_signal(signal.SIGTERM)
-                state_service.wait(timeout=30)
+                variant.send_signal(signal.SIGTERM)
+                variant.wait(timeout=30)
+
+        if (args.redis or args.pacing) and service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=30)
+        # Shared state: the same service with both limits on (high counts, so no send
+        # is refused; a 1 s window keeps the logs short), state in memory, then in a
+        # local Redis.
+        if args.redis:
+            redis_port = free_port()
+            redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            processes.append(redis)
+            limits = {"SES_CONNECTOR_RATE_LIMIT_RECIPIENT": "1000000/1", "SES_CONNECTOR_RATE_LIMIT_IP": "1000000/1"}
+            measure_variants([("memory_state", limits),
+                              ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/"))])
             redis.send_signal(signal.SIGTERM)
             redis.wait(timeout=10)
+        # Pacing that never bites (a rate far above the load) against pacing off.
+        if args.pacing:
+            measure_variants([("pacing_off", {"SES_CONNECTOR_MAX_SEND_RATE": "0"}),
+                              ("pacing_on", {"SES_CONNECTOR_MAX_SEND_RATE": "10000000"})])
 
         # Logto's connector against the same stand-in, with the same config and body.
         if args.logto:
@@ -362,6 +373,16 @@ def main():
             memory, shared = results["memory_state"], results["redis_state"]
             print(f"Redis state: {shared[64]['rps'] / memory[64]['rps'] * 100:.1f} % of the in-memory requests/s at 64 callers "
                   f"(target ≥ 80 %); added p50 at 1 caller {shared[1]['p50_ms'] - memory[1]['p50_ms']:.3f} ms (target ≤ 0.3 ms)")
+        if args.pacing:
+            print("\n| pacing | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            for name, label in (("pacing_off", "off"), ("pacing_on", "on, far above the load")):
+                for connections in (1, 64):
+                    r = results[name][connections]
+                    print(f"| {label} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {r['cpu_us_per_request']:.0f} |")
+            off, on = results["pacing_off"], results["pacing_on"]
+            print(f"pacing that does not bite: {(1 - on[64]['rps'] / off[64]['rps']) * 100:.1f} % fewer requests/s at 64 callers "
+                  f"(target ≤ 5 %)")
         if burst:
             print(f"burst of {args.burst} callers: {burst['rps']:.0f} requests/s, p99 {burst['p99_ms']:.1f} ms, "
                   f"{burst['errors']} not 2xx (503 when over the cap), peak RSS {burst['peak_rss_mib']:.1f} MiB")
@@ -371,7 +392,7 @@ def main():
                 "idle_rss_mib": idle_rss_kib / 1024, "peak_rss_mib": peak_rss_kib / 1024, "ready_ms": ready_ms,
                 "service_cpu_budget_us": per_request - others,
             }, indent=2))
-        errors = sum(r["errors"] for name in ("service", "memory_state", "redis_state")
+        errors = sum(r["errors"] for name in ("service", "memory_state", "redis_state", "pacing_off", "pacing_on")
                      for r in results.get(name, {}).values())
         return 1 if errors else 0
     finally:

@@ -3,12 +3,13 @@
 # 9 minutes the first time) when missing, builds the release binary, and runs
 # benches/load.py. Loopback only; every run is bounded in time.
 #
-#   bash scripts/load.sh [--seconds N] [--generator oha|wrk] [--burst N] [--logto] [--redis] [--json target/load.json]
+#   bash scripts/load.sh [--seconds N] [--generator oha|wrk] [--burst N] [--logto] [--redis] [--pacing] [--json target/load.json]
 #
 # --logto also measures Logto's AWS SES connector (benches/logto: the npm package
 # behind a minimal Node HTTP server) against the same stand-in; it needs Node.js.
 # --redis also measures the service with its limits on, state in memory and then in
-# a local Redis (redis-server from Debian, installed when missing).
+# a local Redis (redis-server from Debian, installed when missing). --pacing also
+# measures pacing at a rate far above the load against pacing off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

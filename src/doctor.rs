@@ -283,7 +283,7 @@ async fn check_identities(
             feedback.address(),
         ));
     }
-    let mut checked: Vec<(String, Result<Option<String>, String>)> = Vec::new();
+    let mut checked: Vec<(String, Result<Verdict, String>)> = Vec::new();
     for (path, address) in addresses {
         let verdict = match checked.iter().find(|(a, _)| a == address) {
             Some((_, verdict)) => verdict.clone(),
@@ -294,32 +294,57 @@ async fn check_identities(
             }
         };
         match verdict {
-            Ok(None) => {}
-            Ok(Some(message)) => findings.error(&path, IssueCode::IdentityNotVerified, message),
-            Err(detail) => {
-                findings.unanswered(&path, &format!("the identity of {address}"), &detail)
+            Ok(Verdict::Verified { dkim: None }) => {}
+            Ok(Verdict::Verified {
+                dkim: Some((identity, status)),
+            }) => findings.warn(
+                &path,
+                IssueCode::DkimNotVerified,
+                format!(
+                    "DKIM signing for {identity} is {status}, not SUCCESS: mail from {address} is more likely to land in spam. Publish the DKIM records SES gives for {identity}"
+                ),
+            ),
+            Ok(Verdict::NotVerified(message)) => {
+                findings.error(&path, IssueCode::IdentityNotVerified, message)
             }
+            Err(detail) => findings.unanswered(&path, &format!("the identity of {address}"), &detail),
         }
     }
 }
 
-/// `Ok(None)`: verified; `Ok(Some(why))`: not; `Err`: could not tell.
+/// Whether an address may be sent from.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// Verified; `dkim` names the identity and its DKIM status when it is not SUCCESS.
+    Verified {
+        dkim: Option<(String, String)>,
+    },
+    NotVerified(String),
+}
+
+/// `Err`: could not tell.
 async fn verified(
     probe: &dyn AccountProbe,
     account: &Account,
     address: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Verdict, String> {
     let domain = address.rsplit_once('@').map_or(address, |(_, d)| d);
     for identity in [address, domain] {
         match probe.identity(account, identity).await {
-            Ok(facts) if facts.verified_for_sending => return Ok(None),
+            Ok(facts) if facts.verified_for_sending => {
+                let dkim = facts
+                    .dkim_status
+                    .filter(|status| status != "SUCCESS")
+                    .map(|status| (identity.to_owned(), status));
+                return Ok(Verdict::Verified { dkim });
+            }
             Ok(_) | Err(ProbeError::NotFound) => continue,
             Err(ProbeError::Credentials(detail) | ProbeError::Unreachable(detail)) => {
                 return Err(detail)
             }
         }
     }
-    Ok(Some(format!(
+    Ok(Verdict::NotVerified(format!(
         "{address} is not verified for sending in {} (neither the address nor {domain}): SES rejects sends from it. Verify the address or the domain in SES",
         account.region
     )))

@@ -710,3 +710,40 @@ async fn a_sighup_right_after_the_service_reports_itself_reloads_instead_of_kill
     assert!(reloaded, "{logs:?}");
     assert_eq!(code, 0);
 }
+
+#[tokio::test]
+async fn a_warning_is_logged_when_80_percent_of_the_daily_quota_is_used() {
+    let fake = FakeSes::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/v2/email/account"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 45000.0},
+            "SendingEnabled": true, "ProductionAccessEnabled": true, "EnforcementStatus": "HEALTHY"
+        })))
+        .mount(&fake.server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &logto_config());
+    let server = Server::start({
+        let mut c = serve_with_config(&path);
+        c.env("AWS_ENDPOINT_URL_SESV2", fake.uri());
+        c
+    });
+
+    let mut warned = false;
+    for _ in 0..500 {
+        if server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("90 % of the SES 24-hour sending quota is used"))
+        {
+            warned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, logs) = server.stop();
+    assert!(warned, "{logs:?}");
+}

@@ -48,6 +48,8 @@ pub enum IssueCode {
     AccountUnderReview,
     /// Online: a From or feedback address is not verified for sending.
     IdentityNotVerified,
+    /// Online: a sending identity's DKIM signing is not working.
+    DkimNotVerified,
     /// Online: the configuration set does not exist.
     ConfigurationSetNotFound,
     /// Online: an identity ARN names another account than the credentials'.
