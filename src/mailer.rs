@@ -89,6 +89,16 @@ pub trait Mailer: Send + Sync {
         Box::pin(std::future::ready(Ok(None)))
     }
 
+    /// What SES would report at once about this send, for transports that imitate
+    /// it (the outbox's mailbox simulator); `None` for real sends.
+    fn simulated_feedback(
+        &self,
+        _message_id: &str,
+        _to: &Recipient,
+    ) -> Option<crate::feedback::Notification> {
+        None
+    }
+
     /// The account questions the online doctor asks; `None` when the transport
     /// does not reach SES (the outbox).
     fn probe(&self) -> Option<&dyn crate::doctor::AccountProbe> {

@@ -7,6 +7,8 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::address::Recipient;
+use crate::feedback::{Event, Notification, Status};
 use crate::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How many emails the outbox keeps.
@@ -79,12 +81,61 @@ impl Mailer for Outbox {
             Ok(message_id)
         })
     }
+
+    /// SES's mailbox simulator, imitated: `success@`, `bounce@`, `complaint@` and
+    /// `suppressionlist@simulator.amazonses.com` get the event SES would report.
+    fn simulated_feedback(&self, message_id: &str, to: &Recipient) -> Option<Notification> {
+        let (local, domain) = to.as_str().rsplit_once('@')?;
+        if !domain.eq_ignore_ascii_case("simulator.amazonses.com") {
+            return None;
+        }
+        let local = local
+            .split('+')
+            .next()
+            .unwrap_or(local)
+            .to_ascii_lowercase();
+        let mut event = Event {
+            kind: Status::Delivered,
+            at: crate::feedback::now(),
+            bounce_type: None,
+            bounce_sub_type: None,
+            diagnostic_code: None,
+            feedback_type: None,
+            reason: None,
+        };
+        match local.as_str() {
+            "success" => {}
+            "bounce" => {
+                event.kind = Status::Bounced;
+                event.bounce_type = Some("Permanent".into());
+                event.bounce_sub_type = Some("General".into());
+                event.diagnostic_code =
+                    Some("smtp; 550 5.1.1 user unknown (mailbox simulator)".into());
+            }
+            "suppressionlist" => {
+                event.kind = Status::Bounced;
+                event.bounce_type = Some("Permanent".into());
+                event.bounce_sub_type = Some("OnAccountSuppressionList".into());
+                event.diagnostic_code =
+                    Some("Amazon SES did not send the message to this address because it is on the suppression list for your account (mailbox simulator)".into());
+            }
+            "complaint" => {
+                event.kind = Status::Complained;
+                event.feedback_type = Some("abuse".into());
+            }
+            _ => return None,
+        }
+        Some(Notification {
+            message_id: message_id.to_owned(),
+            recipients: vec![to.as_str().to_owned()],
+            event,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::Recipient;
     use crate::connector::{Region, UsageType};
     use crate::mailer::Account;
     use crate::template::RenderedEmail;

@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::address::{Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
+use crate::connector::{Issue, IssueCode};
+use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
 use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
 use crate::pacing::{MemoryPacer, PaceExceeded, PaceRefusal, SendPacer, SendRate};
@@ -23,11 +25,24 @@ pub struct SendRequest {
     pub ip: Option<std::net::IpAddr>,
 }
 
-/// A sent email: the transport's id and the template used.
+/// A sent email: the transport's id, the template used, and what the caller should
+/// know (a suppressed recipient sent to anyway under the `report` policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub message_id: String,
     pub template: TemplateChoice,
+    pub warnings: Vec<Issue>,
+}
+
+/// What to do with a recipient whose last event was a permanent bounce or a complaint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuppressionPolicy {
+    /// Refuse the send (422 recipient_suppressed).
+    Enforce,
+    /// Send anyway and say so in the answer's warnings.
+    Report,
+    /// Do not look.
+    Off,
 }
 
 /// Exactly what would be sent, without sending.
@@ -62,6 +77,9 @@ pub enum ServiceError {
     /// Over the SES account's send rate for longer than the pacing wait allows.
     #[error("over the SES account's send rate")]
     Paced(PaceExceeded),
+    /// The recipient bounced permanently or complained; nothing was sent.
+    #[error("the recipient is suppressed")]
+    Suppressed(Suppression),
 }
 
 impl From<PaceRefusal> for ServiceError {
@@ -88,13 +106,28 @@ impl ServiceError {
     /// limits, unreachable or unanswered SES and missing state are transient.
     pub fn is_definite(&self) -> bool {
         match self {
-            ServiceError::TemplateNotFound { .. } | ServiceError::Render(_) => true,
+            ServiceError::TemplateNotFound { .. }
+            | ServiceError::Render(_)
+            | ServiceError::Suppressed(_) => true,
             ServiceError::Send(SendError::Rejected { .. }) => true,
             ServiceError::Send(_)
             | ServiceError::Overloaded(_)
             | ServiceError::Limited(_)
             | ServiceError::Paced(_)
             | ServiceError::StateUnavailable => false,
+        }
+    }
+}
+
+/// Sends remembered for `GET /v1/messages/{id}` (7 days at most).
+pub const DELIVERY_LOG_CAPACITY: u64 = 100_000;
+
+impl SuppressionPolicy {
+    pub fn label(self) -> &'static str {
+        match self {
+            SuppressionPolicy::Enforce => "enforce",
+            SuppressionPolicy::Report => "report",
+            SuppressionPolicy::Off => "off",
         }
     }
 }
@@ -126,6 +159,8 @@ pub struct EmailService {
     gate: SendGate,
     limits: Arc<dyn SendLimiter>,
     pacing: Pacing,
+    deliveries: Arc<dyn DeliveryLog>,
+    suppression: SuppressionPolicy,
 }
 
 impl EmailService {
@@ -144,7 +179,26 @@ impl EmailService {
             gate,
             limits,
             pacing,
+            deliveries: Arc::new(MemoryDeliveryLog::new(DELIVERY_LOG_CAPACITY)),
+            suppression: SuppressionPolicy::Enforce,
         }
+    }
+
+    /// Keep sends and their feedback in `deliveries`, and treat suppressed
+    /// recipients by `policy`.
+    pub fn with_deliveries(
+        mut self,
+        deliveries: Arc<dyn DeliveryLog>,
+        policy: SuppressionPolicy,
+    ) -> Self {
+        self.deliveries = deliveries;
+        self.suppression = policy;
+        self
+    }
+
+    /// Sends and what SES reported about them.
+    pub fn deliveries(&self) -> &Arc<dyn DeliveryLog> {
+        &self.deliveries
     }
 
     /// The transport, for what it can tell about the account.
@@ -189,11 +243,33 @@ impl EmailService {
         self.config.store(config);
     }
 
-    /// Send a code with the active config, once the rate limits admit it.
+    /// Send a code with the active config: not to a suppressed recipient (by the
+    /// policy), once the rate limits admit it.
     pub async fn send(&self, request: &SendRequest) -> Result<Sent, ServiceError> {
+        let mut warnings = Vec::new();
+        if self.suppression != SuppressionPolicy::Off {
+            if let Some(suppression) = self.deliveries.suppression(&request.to).await {
+                metrics::counter!(names::SUPPRESSED, "policy" => self.suppression.label())
+                    .increment(1);
+                if self.suppression == SuppressionPolicy::Enforce {
+                    return Err(ServiceError::Suppressed(suppression));
+                }
+                warnings.push(Issue {
+                    path: "to".into(),
+                    code: IssueCode::RecipientSuppressed,
+                    message: format!(
+                        "the recipient's last event was a {} ({}); sent anyway because SES_CONNECTOR_SUPPRESSION is report",
+                        suppression.reason.as_str(),
+                        suppression.since
+                    ),
+                });
+            }
+        }
         self.limits.admit(&request.to, request.ip).await?;
         let config = self.config();
-        self.send_with(&config, request).await
+        let mut sent = self.send_with(&config, request).await?;
+        sent.warnings.extend(warnings);
+        Ok(sent)
     }
 
     /// Send with a given config (test sends use an unsaved one); test sends are an
@@ -243,10 +319,30 @@ impl EmailService {
                 "email not sent"
             ),
         }
+        let message_id = result?;
+        self.remember(&message_id, request).await;
         Ok(Sent {
-            message_id: result?,
+            message_id,
             template,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Keep the send for `GET /v1/messages/{id}`, with what the transport already
+    /// knows of its fate (the outbox's mailbox simulator).
+    async fn remember(&self, message_id: &str, request: &SendRequest) {
+        let record = MessageRecord {
+            message_id: message_id.to_owned(),
+            usage_type: request.usage_type,
+            recipient: request.to.masked(),
+            sent_at: crate::feedback::now(),
+            status: crate::feedback::Status::Sent,
+            events: Vec::new(),
+        };
+        self.deliveries.sent(record, &request.to).await;
+        if let Some(notification) = self.mailer.simulated_feedback(message_id, &request.to) {
+            self.deliveries.record(notification).await;
+        }
     }
 
     /// Render what a send of `usage_type` with `payload` would send, without sending.

@@ -110,6 +110,33 @@ impl SesMailer {
         }
     }
 
+    /// An SQS client for the same account (region, credentials, the standard
+    /// endpoint variables such as `AWS_ENDPOINT_URL_SQS`), for the feedback queue.
+    pub fn sqs_client(&self, account: &Account) -> aws_sdk_sqs::Client {
+        let mut builder = aws_sdk_sqs::config::Builder::from(&self.base)
+            .region(aws_sdk_sqs::config::Region::new(
+                account.region.as_str().to_owned(),
+            ))
+            // A long poll waits up to 20 s for messages.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .read_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(35))
+                    .build(),
+            );
+        if let Some(credentials) = &account.credentials {
+            builder = builder.credentials_provider(Credentials::new(
+                credentials.access_key_id.clone(),
+                credentials.secret_access_key.expose_secret().to_owned(),
+                None,
+                None,
+                "ses-connector-config",
+            ));
+        }
+        aws_sdk_sqs::Client::from_conf(builder.build())
+    }
+
     /// An STS client for the same account, to ask which account id it is.
     fn sts(&self, account: &Account) -> aws_sdk_sts::Client {
         let mut builder = aws_sdk_sts::config::Builder::from(&self.base).region(

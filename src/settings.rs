@@ -110,6 +110,21 @@ pub struct ServeArgs {
     )]
     pub pacing_max_wait_ms: u64,
 
+    /// SQS queue URL receiving SES notifications through SNS (bounces, complaints,
+    /// deliveries); read with the config's credentials and region.
+    #[arg(long, env = "SES_CONNECTOR_FEEDBACK_QUEUE_URL", value_name = "URL")]
+    pub feedback_queue_url: Option<String>,
+
+    /// Recipients whose last event was a permanent bounce or a complaint: `enforce`
+    /// refuses the send (422), `report` sends and warns, `off` does not look.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SUPPRESSION",
+        value_enum,
+        default_value = "enforce"
+    )]
+    pub suppression: crate::service::SuppressionPolicy,
+
     /// Redis (or Valkey) for state shared by replicas: `redis://` or `rediss://`
     /// URL. Unset: limits and idempotency keys live in this process's memory.
     #[arg(
@@ -370,6 +385,8 @@ pub struct Settings {
     pub pacing_max_wait: Duration,
     /// How often the SES account's quota is read.
     pub quota_interval: Duration,
+    pub feedback_queue_url: Option<String>,
+    pub suppression: crate::service::SuppressionPolicy,
 }
 
 impl Settings {
@@ -519,6 +536,8 @@ impl Settings {
             },
             pacing_max_wait: Duration::from_millis(args.pacing_max_wait_ms),
             quota_interval: QUOTA_INTERVAL,
+            feedback_queue_url: args.feedback_queue_url.filter(|u| !u.trim().is_empty()),
+            suppression: args.suppression,
         })
     }
 }

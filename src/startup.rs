@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::feedback::{DeliveryLog, MemoryDeliveryLog};
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, Stored};
@@ -48,6 +49,8 @@ pub struct Application {
     health_listener: Option<TcpListener>,
     state: AppState,
     settings: Settings,
+    /// The SQS client and queue URL of the feedback queue, when one is set.
+    feedback: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 impl Application {
@@ -88,13 +91,33 @@ impl Application {
         for warning in &config.warnings {
             tracing::warn!(path = %warning.path, "config warning: {}", warning.message);
         }
+        let mut ses_mailer = None;
         let (mailer, outbox): (Arc<dyn Mailer>, _) = match (mailer, settings.transport) {
             (Some(mailer), _) => (mailer, None),
             (None, Transport::Outbox) => {
                 let outbox = Arc::new(Outbox::new());
                 (outbox.clone(), Some(outbox))
             }
-            (None, Transport::Ses) => (Arc::new(SesMailer::new(&settings.ses).await), None),
+            (None, Transport::Ses) => {
+                let ses = Arc::new(SesMailer::new(&settings.ses).await);
+                ses_mailer = Some(ses.clone());
+                (ses, None)
+            }
+        };
+        // The feedback queue is read with the config's account, as SES is.
+        let feedback = match (&settings.feedback_queue_url, &ses_mailer) {
+            (Some(url), Some(ses)) => Some((
+                ses.sqs_client(&crate::mailer::Account {
+                    region: config.region.clone(),
+                    credentials: config.credentials.clone(),
+                }),
+                url.clone(),
+            )),
+            (Some(_), None) => {
+                tracing::warn!("SES_CONNECTOR_FEEDBACK_QUEUE_URL is ignored: this transport does not send through SES");
+                None
+            }
+            _ => None,
         };
         let gate = SendGate::new(
             settings.max_concurrent_sends,
@@ -127,7 +150,13 @@ impl Application {
             max_wait: settings.pacing_max_wait,
         };
         let reads_quota = outbox.is_none();
-        let service = Arc::new(EmailService::new(config, mailer, gate, limits, pacing));
+        let deliveries: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new(
+            crate::service::DELIVERY_LOG_CAPACITY,
+        ));
+        let service = Arc::new(
+            EmailService::new(config, mailer, gate, limits, pacing)
+                .with_deliveries(deliveries, settings.suppression),
+        );
         if reads_quota {
             tokio::spawn(read_quota(
                 Arc::downgrade(&service),
@@ -169,6 +198,7 @@ impl Application {
             health_listener,
             state,
             settings,
+            feedback,
         })
     }
 
@@ -225,6 +255,15 @@ impl Application {
             ))
         });
         let _health = health.map(AbortOnDrop);
+        // The poller stops with the service; a message read but not yet deleted comes
+        // back after its visibility timeout, and recording it again changes nothing.
+        let _feedback = self.feedback.take().map(|(client, url)| {
+            AbortOnDrop(tokio::spawn(crate::sqs::poll(
+                client,
+                url,
+                self.state.service.deliveries().clone(),
+            )))
+        });
         self.announce(addr);
         let draining = self.state.draining.clone();
         let grace = self.settings.shutdown_grace;

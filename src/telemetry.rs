@@ -57,6 +57,13 @@ pub mod names {
     pub const SES_MAX_24_HOUR_SEND: &str = "ses_connector_ses_max_24_hour_send";
     /// Emails the SES account sent in the last 24 hours.
     pub const SES_SENT_LAST_24_HOURS: &str = "ses_connector_ses_sent_last_24_hours";
+    /// Sends to suppressed recipients, by `policy` (`enforce`: refused, `report`: sent).
+    pub const SUPPRESSED: &str = "ses_connector_suppressed_total";
+    /// SES events read from the feedback queue, by `event` and `usage_type`.
+    pub const FEEDBACK_EVENTS: &str = "ses_connector_feedback_events_total";
+    /// Feedback queue messages that were not tied to a send, by `outcome`
+    /// (`unknown_message`, `malformed`, `ignored`).
+    pub const FEEDBACK_UNUSED: &str = "ses_connector_feedback_unused_total";
     /// 1 when SES sending is enabled for the account, 0 when paused.
     pub const SES_SENDING_ENABLED: &str = "ses_connector_ses_sending_enabled";
 }

@@ -515,7 +515,7 @@ fn cases() -> Vec<Case> {
         case(
             "route suffix",
             "POST",
-            "/v1/messages/extra",
+            "/v1/messages/extra/more",
             s,
             good(),
             404,

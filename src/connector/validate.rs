@@ -56,6 +56,9 @@ pub enum IssueCode {
     CrossAccountIdentity,
     /// Online: a check got no answer; the report is partial.
     CheckFailed,
+    /// A send went to a recipient whose last event was a permanent bounce or a
+    /// complaint (suppression policy `report`).
+    RecipientSuppressed,
 }
 
 /// One problem in a config, with the path of the value at fault.

@@ -79,11 +79,15 @@ pub struct ApiError {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<SesReason>)]
     pub ses: Option<Box<SesReason>>,
+    /// For `recipient_suppressed`: why, and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::feedback::Suppression>)]
+    pub suppression: Option<Box<crate::feedback::Suppression>>,
     #[serde(skip)]
     pub retry_after: Option<u32>,
     /// Logged, never returned.
     #[serde(skip)]
-    pub internal: Option<Box<str>>,
+    pub internal: Option<Box<String>>,
 }
 
 impl ApiError {
@@ -95,6 +99,7 @@ impl ApiError {
             details: Vec::new(),
             limit: None,
             ses: None,
+            suppression: None,
             retry_after: None,
             internal: None,
         }
@@ -141,7 +146,7 @@ impl ApiError {
     /// A 500 whose cause is logged and not shown.
     pub fn internal(cause: impl Into<String>) -> Self {
         Self {
-            internal: Some(cause.into().into_boxed_str()),
+            internal: Some(Box::new(cause.into())),
             ..Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "general",
@@ -272,6 +277,7 @@ pub const ERROR_CODES: &[&str] = &[
     "service_unavailable",
     "credentials_unavailable",
     "state_unavailable",
+    "recipient_suppressed",
 ];
 
 /// The limits a 429 can name.
@@ -294,6 +300,8 @@ struct ErrorRecord {
     details: Vec<Detail>,
     limit: Option<String>,
     ses: Option<SesReason>,
+    #[serde(default)]
+    suppression: Option<crate::feedback::Suppression>,
     retry_after: Option<u32>,
 }
 
@@ -313,6 +321,7 @@ impl Serialize for super::Stored {
                     details: e.details.clone(),
                     limit: e.limit.map(str::to_owned),
                     ses: e.ses.as_deref().cloned(),
+                    suppression: e.suppression.as_deref().cloned(),
                     retry_after: e.retry_after,
                 }),
             },
@@ -331,6 +340,7 @@ impl<'de> serde::Deserialize<'de> for super::Stored {
                 details: e.details,
                 limit: e.limit.as_deref().and_then(|l| known(LIMITS, l)),
                 ses: e.ses.map(Box::new),
+                suppression: e.suppression.map(Box::new),
                 retry_after: e.retry_after,
                 ..ApiError::new(
                     StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -405,7 +415,7 @@ impl From<SendError> for ApiError {
                 "SES did not answer in time; the email may or may not have been sent",
             ),
             SendError::Unreachable { detail } => Self {
-                internal: Some(detail.into_boxed_str()),
+                internal: Some(Box::new(detail)),
                 ..Self::new(
                     StatusCode::BAD_GATEWAY,
                     "general",
@@ -442,6 +452,29 @@ impl From<ServiceError> for ApiError {
                 )
             },
             ServiceError::Send(send) => send.into(),
+            ServiceError::Suppressed(suppression) => Self {
+                details: vec![Detail {
+                    path: "to".into(),
+                    code: Some(
+                        match suppression.reason {
+                            crate::feedback::SuppressionReason::Bounce => "bounce",
+                            crate::feedback::SuppressionReason::Complaint => "complaint",
+                        }
+                        .into(),
+                    ),
+                    message: format!(
+                        "the recipient's last event was a {} ({})",
+                        suppression.reason.as_str(),
+                        suppression.since
+                    ),
+                }],
+                suppression: Some(Box::new(suppression)),
+                ..Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "recipient_suppressed",
+                    "the recipient bounced permanently or complained, so SES would not deliver (or would hurt the account's reputation); nothing was sent. An admin can lift it with DELETE /v1/suppressions/{address}",
+                )
+            },
             ServiceError::Limited(exceeded) => exceeded.into(),
             ServiceError::Paced(paced) => LimitExceeded {
                 limit: "ses_send_rate",

@@ -36,7 +36,7 @@ impl From<Sent> for SendResponse {
         Self {
             message_id: sent.message_id,
             template: sent.template,
-            warnings: None,
+            warnings: (!sent.warnings.is_empty()).then_some(sent.warnings),
         }
     }
 }

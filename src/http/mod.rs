@@ -3,6 +3,7 @@
 mod admin;
 pub mod bodies;
 pub mod connections;
+mod deliveries;
 pub mod error;
 pub mod extract;
 mod messages;
@@ -65,6 +66,7 @@ impl AppState {
 pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     let send = Router::new()
         .route("/v1/messages", post(messages::send))
+        .route("/v1/messages/{message_id}", get(deliveries::message))
         .layer(DefaultBodyLimit::max(SEND_BODY_LIMIT))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -77,6 +79,10 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .route("/v1/preview", post(admin::preview))
         .route("/v1/config", get(admin::config))
         .route("/v1/config/reload", post(admin::reload))
+        .route(
+            "/v1/suppressions/{address}",
+            get(deliveries::suppression).delete(deliveries::lift),
+        )
         .layer(DefaultBodyLimit::max(CONFIG_BODY_LIMIT));
     if state.outbox.is_some() {
         admin = admin.route("/v1/outbox", get(outbox::list_json));

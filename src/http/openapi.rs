@@ -114,6 +114,9 @@ impl Modify for BearerAuth {
     paths(
         super::messages::send,
         super::messages::test_email,
+        super::deliveries::message,
+        super::deliveries::suppression,
+        super::deliveries::lift,
         super::admin::validate,
         super::admin::preview,
         super::admin::config,
@@ -132,6 +135,9 @@ impl Modify for BearerAuth {
         ValidationReport, Issue, IssueCode, OutboxEmail,
         super::messages::SendResponse, super::admin::PreviewResponse, super::admin::ReloadResponse,
         super::admin::ValidateResponse, crate::doctor::AccountSummary,
+        crate::feedback::MessageRecord, crate::feedback::Event, crate::feedback::Status,
+        crate::feedback::Suppression, crate::feedback::SuppressionReason,
+        super::deliveries::SuppressionStatus,
     )),
     modifiers(&BearerAuth),
     tags((name = "send", description = "Send codes"), (name = "admin", description = "Configs, previews, test sends"), (name = "operations", description = "Health, readiness, metrics, this document"))

@@ -40,8 +40,15 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     let emails = outbox.list();
     let mut rows = String::new();
     for email in &emails {
+        // What SES would have reported (the mailbox simulator), as `GET /v1/messages/{id}` does.
+        let status = state
+            .service
+            .deliveries()
+            .message(&email.message_id)
+            .await
+            .map_or("sent", |record| record.status.as_str());
         rows.push_str(&format!(
-            "<tr><td><a href=\"/outbox/{id}\">{subject}</a></td><td>{to}</td><td>{usage}</td><td><time>{at}</time></td></tr>\n",
+            "<tr><td><a href=\"/outbox/{id}\">{subject}</a></td><td>{to}</td><td>{usage}</td><td><time>{at}</time></td><td class=\"status\">{status}</td></tr>\n",
             id = escape(&email.message_id),
             subject = escape(&email.subject),
             to = escape(&email.to),
@@ -53,7 +60,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
         "<p class=\"empty\">No emails yet. Send one with <code>POST /v1/messages</code>; it will appear here.</p>".to_owned()
     } else {
         format!(
-            "<table><thead><tr><th>Subject</th><th>To</th><th>Usage type</th><th>Sent at (UTC)</th></tr></thead><tbody>\n{rows}</tbody></table>"
+            "<table><thead><tr><th>Subject</th><th>To</th><th>Usage type</th><th>Sent at (UTC)</th><th>Status</th></tr></thead><tbody>\n{rows}</tbody></table>"
         )
     };
     Ok(html_page(

@@ -188,6 +188,8 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         max_send_rate: None,
         pacing_max_wait: Duration::from_secs(2),
         quota_interval: ses_connector::settings::QUOTA_INTERVAL,
+        feedback_queue_url: None,
+        suppression: ses_connector::service::SuppressionPolicy::Enforce,
     };
     (options.tune)(&mut settings);
     let app = Application::build_with(settings, options.mailer)

@@ -1,0 +1,458 @@
+//! Delivery feedback: what SES learned after a send (delivered, bounced, complained,
+//! rejected, delayed), read from its notifications, kept per message id, and turned
+//! into suppression of recipients that cannot receive mail. No AWS here: the SQS
+//! poller hands message bodies to [`parse`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::address::Recipient;
+use crate::connector::UsageType;
+use crate::mailer::BoxFuture;
+
+/// What became of a send, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Sent,
+    Delivered,
+    Bounced,
+    Complained,
+    Rejected,
+    Delayed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Bounced => "bounced",
+            Status::Complained => "complained",
+            Status::Rejected => "rejected",
+            Status::Delayed => "delayed",
+        }
+    }
+}
+
+/// One event SES reported about a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// `delivered`, `bounced`, `complained`, `rejected`, `delayed`.
+    #[serde(rename = "type")]
+    pub kind: Status,
+    /// When SES says it happened (RFC 3339), else when it arrived here.
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_sub_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostic_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A notification parsed: which message, which recipients, what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub message_id: String,
+    /// The recipients the event is about (all of the message's when SES names none).
+    pub recipients: Vec<String>,
+    pub event: Event,
+}
+
+/// Why a queue message was not a usable notification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not an SES notification: {0}")]
+    NotSes(String),
+    /// An SES event this service does not track (Send, Open, Click, …).
+    #[error("an SES {0} event, not tracked")]
+    Ignored(String),
+}
+
+/// Parse one queue message body: an SNS notification wrapping the SES JSON, or the
+/// SES JSON itself (raw message delivery); SES's event-publishing format
+/// (`eventType`) or its identity-notification format (`notificationType`).
+pub fn parse(body: &str) -> Result<Notification, Unusable> {
+    let value: Value = serde_json::from_str(body).map_err(|e| Unusable::NotJson(e.to_string()))?;
+    let ses = match value.get("Type").and_then(Value::as_str) {
+        Some("Notification") => {
+            let message = value
+                .get("Message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Unusable::NotSes("an SNS notification without a Message".into()))?;
+            serde_json::from_str::<Value>(message)
+                .map_err(|e| Unusable::NotJson(format!("the SNS Message: {e}")))?
+        }
+        Some(other) => return Err(Unusable::NotSes(format!("an SNS {other} message"))),
+        None => value,
+    };
+    let kind = ses
+        .get("eventType")
+        .or_else(|| ses.get("notificationType"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| Unusable::NotSes("no eventType or notificationType".into()))?;
+    let mail = ses
+        .get("mail")
+        .ok_or_else(|| Unusable::NotSes("no mail object".into()))?;
+    let message_id = mail
+        .get("messageId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= 200)
+        .ok_or_else(|| Unusable::NotSes("no mail.messageId".into()))?
+        .to_owned();
+    let destination: Vec<String> = strings(mail.get("destination"));
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let addresses = |list: Option<&Value>| -> Vec<String> {
+        list.and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|r| r.get("emailAddress").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let section = |key: &str| ses.get(key).cloned().unwrap_or(Value::Null);
+    let mut event = Event {
+        kind: Status::Sent,
+        at: String::new(),
+        bounce_type: None,
+        bounce_sub_type: None,
+        diagnostic_code: None,
+        feedback_type: None,
+        reason: None,
+    };
+    let (recipients, at) = match kind {
+        "Delivery" => {
+            let delivery = section("delivery");
+            event.kind = Status::Delivered;
+            (
+                strings(delivery.get("recipients")),
+                text(&delivery, "timestamp"),
+            )
+        }
+        "Bounce" => {
+            let bounce = section("bounce");
+            event.kind = Status::Bounced;
+            event.bounce_type = text(&bounce, "bounceType");
+            event.bounce_sub_type = text(&bounce, "bounceSubType");
+            event.diagnostic_code = bounce
+                .get("bouncedRecipients")
+                .and_then(Value::as_array)
+                .and_then(|r| r.iter().find_map(|r| text(r, "diagnosticCode")));
+            (
+                addresses(bounce.get("bouncedRecipients")),
+                text(&bounce, "timestamp"),
+            )
+        }
+        "Complaint" => {
+            let complaint = section("complaint");
+            event.kind = Status::Complained;
+            event.feedback_type = text(&complaint, "complaintFeedbackType");
+            (
+                addresses(complaint.get("complainedRecipients")),
+                text(&complaint, "timestamp"),
+            )
+        }
+        "Reject" => {
+            event.kind = Status::Rejected;
+            event.reason = text(&section("reject"), "reason");
+            (Vec::new(), None)
+        }
+        "DeliveryDelay" => {
+            let delay = section("deliveryDelay");
+            event.kind = Status::Delayed;
+            event.reason = text(&delay, "delayType");
+            event.diagnostic_code = delay
+                .get("delayedRecipients")
+                .and_then(Value::as_array)
+                .and_then(|r| r.iter().find_map(|r| text(r, "diagnosticCode")));
+            (
+                addresses(delay.get("delayedRecipients")),
+                text(&delay, "timestamp"),
+            )
+        }
+        "RenderingFailure" => {
+            event.kind = Status::Rejected;
+            event.reason = text(&section("failure"), "errorMessage");
+            (Vec::new(), None)
+        }
+        other => return Err(Unusable::Ignored(other.chars().take(40).collect())),
+    };
+    event.at = at
+        .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok())
+        .unwrap_or_else(now);
+    Ok(Notification {
+        message_id,
+        recipients: if recipients.is_empty() {
+            destination
+        } else {
+            recipients
+        },
+        event,
+    })
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .take(50)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Now, RFC 3339.
+pub fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What the service knows of one message it sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    pub message_id: String,
+    pub usage_type: UsageType,
+    /// Masked, as in the logs (`u***@example.com`).
+    pub recipient: String,
+    pub sent_at: String,
+    pub status: Status,
+    pub events: Vec<Event>,
+}
+
+/// Why a recipient is suppressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Suppression {
+    /// `bounce` (permanent) or `complaint`.
+    pub reason: SuppressionReason,
+    /// When the bounce or complaint happened (RFC 3339).
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    Bounce,
+    Complaint,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Bounce => "permanent bounce",
+            SuppressionReason::Complaint => "complaint",
+        }
+    }
+}
+
+/// What recording a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Tied to a send of ours, of this usage type.
+    Known(UsageType),
+    /// A message id this service did not send (or no longer remembers).
+    UnknownMessage,
+}
+
+/// Where sends and their feedback are kept: memory, or a shared store later.
+pub trait DeliveryLog: Send + Sync {
+    /// Remember a send.
+    fn sent(&self, record: MessageRecord, recipient: &Recipient) -> BoxFuture<'_, ()>;
+    /// Add what SES reported; suppress or lift recipients accordingly.
+    fn record(&self, notification: Notification) -> BoxFuture<'_, Recorded>;
+    fn message<'a>(&'a self, message_id: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
+    /// The recipient's suppression, if its last event was a permanent bounce or a complaint.
+    fn suppression<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, Option<Suppression>>;
+    /// Lift a suppression; `true` when there was one.
+    fn lift<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, bool>;
+}
+
+/// How long sends are remembered.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// In-memory delivery log: bounded in count, sends kept 7 days.
+pub struct MemoryDeliveryLog {
+    messages: moka::sync::Cache<String, Arc<std::sync::Mutex<MessageRecord>>>,
+    suppressed: moka::sync::Cache<[u8; 32], Suppression>,
+}
+
+impl MemoryDeliveryLog {
+    pub fn new(max_messages: u64) -> Self {
+        Self {
+            messages: moka::sync::Cache::builder()
+                .max_capacity(max_messages)
+                .time_to_live(RETENTION)
+                .build(),
+            suppressed: moka::sync::Cache::builder()
+                .max_capacity(max_messages)
+                .build(),
+        }
+    }
+}
+
+/// The key a recipient is suppressed under: its canonical mailbox, hashed.
+fn recipient_key(address: &str) -> [u8; 32] {
+    let canonical = Recipient::parse(address)
+        .map(|r| r.limit_key())
+        .unwrap_or_else(|_| address.to_ascii_lowercase());
+    Sha256::digest(canonical.as_bytes()).into()
+}
+
+/// A message's status: its latest event's, as SES reports them in order.
+fn status_of(events: &[Event]) -> Status {
+    events.last().map_or(Status::Sent, |e| e.kind)
+}
+
+impl DeliveryLog for MemoryDeliveryLog {
+    fn sent(&self, record: MessageRecord, _recipient: &Recipient) -> BoxFuture<'_, ()> {
+        self.messages.insert(
+            record.message_id.clone(),
+            Arc::new(std::sync::Mutex::new(record)),
+        );
+        Box::pin(std::future::ready(()))
+    }
+
+    fn record(&self, notification: Notification) -> BoxFuture<'_, Recorded> {
+        let Some(entry) = self.messages.get(&notification.message_id) else {
+            return Box::pin(std::future::ready(Recorded::UnknownMessage));
+        };
+        let usage_type = {
+            let mut record = entry.lock().unwrap_or_else(|e| e.into_inner());
+            // SES may deliver a notification twice: keep one of each.
+            if !record.events.contains(&notification.event) && record.events.len() < 50 {
+                record.events.push(notification.event.clone());
+                record.events.sort_by(|a, b| a.at.cmp(&b.at));
+                record.status = status_of(&record.events);
+            }
+            record.usage_type
+        };
+        let event = &notification.event;
+        for address in &notification.recipients {
+            let key = recipient_key(address);
+            match (event.kind, event.bounce_type.as_deref()) {
+                (Status::Bounced, Some("Permanent")) => self.suppressed.insert(
+                    key,
+                    Suppression {
+                        reason: SuppressionReason::Bounce,
+                        since: event.at.clone(),
+                    },
+                ),
+                (Status::Complained, _) => self.suppressed.insert(
+                    key,
+                    Suppression {
+                        reason: SuppressionReason::Complaint,
+                        since: event.at.clone(),
+                    },
+                ),
+                // A later delivery shows the mailbox works again.
+                (Status::Delivered, _) => self.suppressed.invalidate(&key),
+                _ => {}
+            }
+        }
+        Box::pin(std::future::ready(Recorded::Known(usage_type)))
+    }
+
+    fn message<'a>(&'a self, message_id: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
+        let record = self
+            .messages
+            .get(message_id)
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        Box::pin(std::future::ready(record))
+    }
+
+    fn suppression<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, Option<Suppression>> {
+        let found = self.suppressed.get(&recipient_key(recipient.as_str()));
+        Box::pin(std::future::ready(found))
+    }
+
+    fn lift<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, bool> {
+        let key = recipient_key(recipient.as_str());
+        let was = self.suppressed.remove(&key).is_some();
+        Box::pin(std::future::ready(was))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sns(message: Value) -> String {
+        json!({"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses", "Message": message.to_string()}).to_string()
+    }
+
+    #[test]
+    fn both_formats_wrapped_and_raw_are_read() {
+        let event_publishing = json!({
+            "eventType": "Bounce",
+            "mail": {"messageId": "m-1", "destination": ["a@example.com"], "timestamp": "2026-11-29T10:00:00.000Z"},
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "General", "timestamp": "2026-11-29T10:00:01.000Z",
+                       "bouncedRecipients": [{"emailAddress": "a@example.com", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}
+        });
+        let identity_notification = json!({
+            "notificationType": "Complaint",
+            "mail": {"messageId": "m-2", "destination": ["b@example.com"]},
+            "complaint": {"complaintFeedbackType": "abuse", "timestamp": "2026-11-29T10:05:00.000Z",
+                          "complainedRecipients": [{"emailAddress": "b@example.com"}]}
+        });
+        for body in [sns(event_publishing.clone()), event_publishing.to_string()] {
+            let n = parse(&body).unwrap();
+            assert_eq!(n.message_id, "m-1");
+            assert_eq!(n.event.kind, Status::Bounced);
+            assert_eq!(n.event.bounce_type.as_deref(), Some("Permanent"));
+            assert_eq!(
+                n.event.diagnostic_code.as_deref(),
+                Some("smtp; 550 5.1.1 user unknown")
+            );
+            assert_eq!(n.recipients, ["a@example.com"]);
+        }
+        for body in [
+            sns(identity_notification.clone()),
+            identity_notification.to_string(),
+        ] {
+            let n = parse(&body).unwrap();
+            assert_eq!(n.event.kind, Status::Complained);
+            assert_eq!(n.event.feedback_type.as_deref(), Some("abuse"));
+        }
+    }
+
+    #[test]
+    fn unusable_bodies_say_why() {
+        assert!(matches!(parse("not json"), Err(Unusable::NotJson(_))));
+        assert!(matches!(parse("[1]"), Err(Unusable::NotSes(_))));
+        assert!(matches!(
+            parse(r#"{"eventType": 3}"#),
+            Err(Unusable::NotSes(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"eventType": "Open", "mail": {"messageId": "m"}}"#),
+            Err(Unusable::Ignored(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"Type": "SubscriptionConfirmation"}"#),
+            Err(Unusable::NotSes(_))
+        ));
+    }
+}

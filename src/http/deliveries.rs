@@ -1,0 +1,99 @@
+//! What became of a send (`GET /v1/messages/{messageId}`), and the suppression of a
+//! recipient (`GET`/`DELETE /v1/suppressions/{address}`, admin).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+
+use super::error::{ApiError, Detail};
+use super::openapi::{ErrorBody, RequestErrors};
+use super::AppState;
+use crate::address::Recipient;
+use crate::feedback::{MessageRecord, Suppression};
+
+/// What SES reported about a message this service sent: delivered, bounced (with
+/// bounce type, subtype and diagnostic code), complained, rejected or delayed.
+#[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "send",
+    params(("messageId" = String, Path, description = "The message id a send answered with")),
+    responses(
+        (status = 200, description = "The send and its events", body = MessageRecord),
+        (status = 404, description = "Not a message this service sent (or older than 7 days)", body = ErrorBody),
+        RequestErrors,
+    ),
+    security(("bearer" = [])))]
+pub async fn message(
+    State(state): State<AppState>,
+    Path(message_id): Path<String>,
+) -> Result<Json<MessageRecord>, ApiError> {
+    state
+        .service
+        .deliveries()
+        .message(&message_id)
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no send with this message id: it was not sent by this service, or more than 7 days ago",
+            )
+        })
+}
+
+/// Whether a recipient is suppressed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SuppressionStatus {
+    pub suppressed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<Suppression>,
+}
+
+fn recipient(address: &str) -> Result<Recipient, ApiError> {
+    Recipient::parse(address).map_err(|e| {
+        ApiError::bad_request(
+            "the address is invalid",
+            vec![Detail::new("address", format!("recipient {e}"))],
+        )
+    })
+}
+
+/// Whether sends to an address are refused, and why.
+#[utoipa::path(get, path = "/v1/suppressions/{address}", tag = "admin",
+    params(("address" = String, Path, description = "A recipient address")),
+    responses(
+        (status = 200, description = "Suppressed or not", body = SuppressionStatus),
+        RequestErrors,
+    ),
+    security(("bearer" = [])))]
+pub async fn suppression(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<SuppressionStatus>, ApiError> {
+    let recipient = recipient(&address)?;
+    let suppression = state.service.deliveries().suppression(&recipient).await;
+    Ok(Json(SuppressionStatus {
+        suppressed: suppression.is_some(),
+        suppression,
+    }))
+}
+
+/// Lift an address's suppression (after it was fixed): sends to it go out again.
+#[utoipa::path(delete, path = "/v1/suppressions/{address}", tag = "admin",
+    params(("address" = String, Path, description = "A recipient address")),
+    responses(
+        (status = 200, description = "Not suppressed any more", body = SuppressionStatus),
+        RequestErrors,
+    ),
+    security(("bearer" = [])))]
+pub async fn lift(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<SuppressionStatus>, ApiError> {
+    let recipient = recipient(&address)?;
+    let lifted = state.service.deliveries().lift(&recipient).await;
+    if lifted {
+        tracing::info!(recipient = recipient.masked(), "suppression lifted");
+    }
+    Ok(Json(SuppressionStatus {
+        suppressed: false,
+        suppression: None,
+    }))
+}

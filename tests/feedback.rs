@@ -1,0 +1,370 @@
+//! Delivery feedback: what SES reports after a send reaches `GET /v1/messages/{id}`,
+//! and recipients that bounced permanently or complained are refused before SES is
+//! called. In dev mode the outbox imitates SES's mailbox simulator; against moto, the
+//! notifications travel through a real SQS queue.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn signin(to: &str) -> Value {
+    json!({"to": to, "type": "SignIn", "payload": {"code": "123456"}})
+}
+
+async fn dev_app() -> TestApp {
+    spawn_app(AppOptions {
+        config: None,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+async fn message_id(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["messageId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_mailbox_simulator_shows_the_loop_in_dev_mode() {
+    let app = dev_app().await;
+    let cases = [
+        ("success@simulator.amazonses.com", "delivered", None),
+        ("bounce@simulator.amazonses.com", "bounced", Some("bounce")),
+        (
+            "complaint@simulator.amazonses.com",
+            "complained",
+            Some("complaint"),
+        ),
+        (
+            "suppressionlist@simulator.amazonses.com",
+            "bounced",
+            Some("bounce"),
+        ),
+    ];
+    for (to, status, suppressed) in cases {
+        let id = message_id(app.send(&signin(to)).await).await;
+        let record: Value = app
+            .get(&format!("/v1/messages/{id}"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["messageId"], id);
+        assert_eq!(record["status"], status, "{record}");
+        assert_eq!(record["usageType"], "SignIn");
+        assert!(
+            !record["recipient"].as_str().unwrap().contains(to),
+            "masked: {record}"
+        );
+        assert_eq!(record["events"][0]["type"], status);
+
+        let again = app.send(&signin(to)).await;
+        match suppressed {
+            None => assert_eq!(again.status(), 200, "{to}"),
+            Some(reason) => {
+                let error = error_of(again, 422, "recipient_suppressed").await;
+                assert_eq!(error["suppression"]["reason"], reason, "{error}");
+                assert!(error["suppression"]["since"].is_string());
+            }
+        }
+    }
+    let bounced: Value = app
+        .get(
+            &format!(
+                "/v1/messages/{}",
+                message_id(app.send(&signin("success@simulator.amazonses.com")).await).await
+            ),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bounced["status"], "delivered");
+    let page = app.get("/outbox", None).await.text().await.unwrap();
+    assert!(
+        page.contains("<td class=\"status\">bounced</td>"),
+        "the outbox page shows each status"
+    );
+    error_of(
+        app.get("/v1/messages/never-sent", None).await,
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_admin_can_see_and_lift_a_suppression() {
+    let app = dev_app().await;
+    let to = "bounce@simulator.amazonses.com";
+    message_id(app.send(&signin(to)).await).await;
+    let status: Value = app
+        .get(&format!("/v1/suppressions/{to}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["suppressed"], true, "{status}");
+    assert_eq!(status["suppression"]["reason"], "bounce");
+
+    let lifted = app
+        .client
+        .delete(app.url(&format!("/v1/suppressions/{to}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    let status: Value = app
+        .get(&format!("/v1/suppressions/{to}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["suppressed"], false);
+    assert_eq!(
+        app.send(&signin(to)).await.status(),
+        200,
+        "sends go out again"
+    );
+}
+
+#[tokio::test]
+async fn under_the_report_policy_a_suppressed_recipient_is_sent_to_with_a_warning() {
+    let app = spawn_app(AppOptions {
+        config: None,
+        tune: |s| s.suppression = ses_connector::service::SuppressionPolicy::Report,
+        ..AppOptions::default()
+    })
+    .await;
+    let to = "complaint@simulator.amazonses.com";
+    message_id(app.send(&signin(to)).await).await;
+
+    let again = app.send(&signin(to)).await;
+
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(
+        body["warnings"][0]["code"], "recipient_suppressed",
+        "{body}"
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("ses_connector_suppressed_total{policy=\"report\"} 1"),
+        "{metrics}"
+    );
+}
+
+// --- through a real SQS queue (moto) -------------------------------------------------
+
+async fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(moto_url())
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// SES's event-publishing JSON for `kind` about `message_id` to `to`.
+fn ses_event(kind: &str, message_id: &str, to: &str) -> Value {
+    let mut event = json!({
+        "eventType": kind,
+        "mail": {"timestamp": "2026-11-29T10:00:00.000Z", "messageId": message_id, "destination": [to],
+                 "source": "noreply@example.com", "tags": {"usage_type": ["SignIn"]}}
+    });
+    match kind {
+        "Bounce" => {
+            event["bounce"] = json!({"bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": to, "action": "failed", "status": "5.1.1",
+                                   "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+            "timestamp": "2026-11-29T10:00:02.000Z", "feedbackId": "f-1"})
+        }
+        "Delivery" => {
+            event["delivery"] = json!({"timestamp": "2026-11-29T10:00:01.000Z",
+            "recipients": [to], "processingTimeMillis": 500, "smtpResponse": "250 ok"})
+        }
+        _ => {}
+    }
+    event
+}
+
+/// SNS's wrapping of `message`, as an SQS subscription without raw delivery gets it.
+fn sns_wrapped(message: &Value) -> String {
+    json!({"Type": "Notification", "MessageId": uuid::Uuid::new_v4().to_string(),
+           "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-feedback",
+           "Message": message.to_string(), "Timestamp": "2026-11-29T10:00:03.000Z"})
+    .to_string()
+}
+
+async fn record_when(app: &TestApp, id: &str, status: &str) -> Value {
+    for _ in 0..300 {
+        let record: Value = app
+            .get(&format!("/v1/messages/{id}"), Some(SEND_TOKEN))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if record["status"] == status {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("message {id} never became {status}");
+}
+
+#[tokio::test]
+async fn notifications_on_an_sqs_queue_reach_the_send_and_suppress_the_bounced_recipient() {
+    let domain = format!("feedback-{}.example.com", uuid::Uuid::new_v4().simple());
+    let sqs = sqs().await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ses-feedback-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
+    std::env::set_var("FEEDBACK_QUEUE", &queue);
+    verify_domain(&domain).await;
+    let mut config = logto_config();
+    config["emailAddress"] = json!(format!("noreply@{domain}"));
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(moto_url()),
+        tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+        ..AppOptions::default()
+    })
+    .await;
+    let bounced_to = format!("bounced-{}@{domain}", uuid::Uuid::new_v4().simple());
+    let delivered_to = format!("fine-{}@{domain}", uuid::Uuid::new_v4().simple());
+    let bounced = message_id(app.send(&signin(&bounced_to)).await).await;
+    let delivered = message_id(app.send(&signin(&delivered_to)).await).await;
+
+    // Hostile and useless messages first: each is deleted and counted, the poller goes on.
+    let hostile = [
+        "not json".to_owned(),
+        "[1, 2]".to_owned(),
+        json!({"eventType": 3, "mail": "x"}).to_string(),
+        json!({"eventType": "Bounce", "mail": {"messageId": "never-sent-by-us"}}).to_string(),
+        format!("{{\"pad\": \"{}\"}}", "x".repeat(250 * 1024)),
+    ];
+    for body in &hostile {
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    // SNS-wrapped event publishing, then raw delivery; a flood of duplicates.
+    let bounce = ses_event("Bounce", &bounced, &bounced_to);
+    for _ in 0..5 {
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(sns_wrapped(&bounce))
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(ses_event("Delivery", &delivered, &delivered_to).to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let record = record_when(&app, &bounced, "bounced").await;
+    assert_eq!(
+        record["events"].as_array().unwrap().len(),
+        1,
+        "duplicates kept once: {record}"
+    );
+    assert_eq!(record["events"][0]["bounceType"], "Permanent");
+    assert_eq!(record["events"][0]["bounceSubType"], "General");
+    assert_eq!(
+        record["events"][0]["diagnosticCode"],
+        "smtp; 550 5.1.1 user unknown"
+    );
+    record_when(&app, &delivered, "delivered").await;
+
+    let refused = app.send(&signin(&bounced_to)).await;
+    let error = error_of(refused, 422, "recipient_suppressed").await;
+    assert_eq!(error["suppression"]["reason"], "bounce");
+    assert_eq!(app.send(&signin(&delivered_to)).await.status(), 200);
+
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.get("/metrics", None).await.text().await.unwrap();
+        if metrics.contains("outcome=\"malformed\"} 4") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("ses_connector_feedback_unused_total{outcome=\"malformed\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ses_connector_feedback_unused_total{outcome=\"unknown_message\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ses_connector_feedback_events_total{event=\"bounced\",usage_type=\"SignIn\"} 5"
+        ),
+        "{metrics}"
+    );
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let left = left
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(left, "0", "every message was deleted");
+}
+
+/// Verify a domain in moto so sends from it are accepted.
+async fn verify_domain(domain: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/email/identities", moto_url()))
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=x")
+        .json(&json!({"EmailIdentity": domain}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
