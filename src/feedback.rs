@@ -267,6 +267,23 @@ impl SuppressionReason {
     }
 }
 
+/// SES's account-level suppression list, asked before a send and cleared by an
+/// admin; the SES transport implements it.
+pub trait SuppressionList: Send + Sync {
+    /// `Ok(None)`: not listed.
+    fn lookup<'a>(
+        &'a self,
+        account: &'a crate::mailer::Account,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Suppression>, String>>;
+    /// Remove an address; `Ok(false)` when it was not listed.
+    fn remove<'a>(
+        &'a self,
+        account: &'a crate::mailer::Account,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<bool, String>>;
+}
+
 /// What recording a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
@@ -292,10 +309,82 @@ pub trait DeliveryLog: Send + Sync {
 /// How long sends are remembered.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The rates at which SES puts an account under review.
+const BOUNCE_REVIEW_RATE: f64 = 0.05;
+const COMPLAINT_REVIEW_RATE: f64 = 0.001;
+/// Sends in the last 24 h before a rate is worth a warning.
+const MIN_SENDS_FOR_RATES: u64 = 20;
+
+/// Sends, permanent bounces and complaints per hour over the last 24 hours: the
+/// account's reputation as SES judges it, in `/metrics`.
+#[derive(Default)]
+pub struct Reputation {
+    /// `(unix hour, sent, bounced, complained)`, oldest first.
+    hours: std::sync::Mutex<std::collections::VecDeque<(i64, u64, u64, u64)>>,
+    warned_bounces: std::sync::atomic::AtomicBool,
+    warned_complaints: std::sync::atomic::AtomicBool,
+}
+
+impl Reputation {
+    fn count(&self, sent: u64, bounced: u64, complained: u64) {
+        let hour = OffsetDateTime::now_utc().unix_timestamp() / 3600;
+        let (sent_24h, bounced_24h, complained_24h) = {
+            let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+            while hours.front().is_some_and(|(h, ..)| *h <= hour - 24) {
+                hours.pop_front();
+            }
+            match hours.back_mut() {
+                Some(last) if last.0 == hour => {
+                    last.1 += sent;
+                    last.2 += bounced;
+                    last.3 += complained;
+                }
+                _ => hours.push_back((hour, sent, bounced, complained)),
+            }
+            hours
+                .iter()
+                .fold((0, 0, 0), |(s, b, c), h| (s + h.1, b + h.2, c + h.3))
+        };
+        let rate = |n: u64| {
+            if sent_24h == 0 {
+                0.0
+            } else {
+                n as f64 / sent_24h as f64
+            }
+        };
+        let (bounce_rate, complaint_rate) = (rate(bounced_24h), rate(complained_24h));
+        metrics::gauge!(crate::telemetry::names::BOUNCE_RATE).set(bounce_rate);
+        metrics::gauge!(crate::telemetry::names::COMPLAINT_RATE).set(complaint_rate);
+        let enough = sent_24h >= MIN_SENDS_FOR_RATES;
+        warn_once(
+            &self.warned_bounces,
+            enough && bounce_rate >= BOUNCE_REVIEW_RATE / 2.0,
+            || {
+                tracing::warn!(bounce_rate, sends = sent_24h, "the permanent bounce rate of the last 24 h is past half of the 5 % at which SES puts an account under review")
+            },
+        );
+        warn_once(
+            &self.warned_complaints,
+            enough && complaint_rate >= COMPLAINT_REVIEW_RATE / 2.0,
+            || {
+                tracing::warn!(complaint_rate, sends = sent_24h, "the complaint rate of the last 24 h is past half of the 0.1 % at which SES puts an account under review")
+            },
+        );
+    }
+}
+
+/// Log when `over` becomes true; again only after it was false in between.
+fn warn_once(flag: &std::sync::atomic::AtomicBool, over: bool, log: impl FnOnce()) {
+    if flag.swap(over, std::sync::atomic::Ordering::Relaxed) != over && over {
+        log();
+    }
+}
+
 /// In-memory delivery log: bounded in count, sends kept 7 days.
 pub struct MemoryDeliveryLog {
     messages: moka::sync::Cache<String, Arc<std::sync::Mutex<MessageRecord>>>,
     suppressed: moka::sync::Cache<[u8; 32], Suppression>,
+    reputation: Reputation,
 }
 
 impl MemoryDeliveryLog {
@@ -308,6 +397,7 @@ impl MemoryDeliveryLog {
             suppressed: moka::sync::Cache::builder()
                 .max_capacity(max_messages)
                 .build(),
+            reputation: Reputation::default(),
         }
     }
 }
@@ -327,6 +417,7 @@ fn status_of(events: &[Event]) -> Status {
 
 impl DeliveryLog for MemoryDeliveryLog {
     fn sent(&self, record: MessageRecord, _recipient: &Recipient) -> BoxFuture<'_, ()> {
+        self.reputation.count(1, 0, 0);
         self.messages.insert(
             record.message_id.clone(),
             Arc::new(std::sync::Mutex::new(record)),
@@ -338,16 +429,27 @@ impl DeliveryLog for MemoryDeliveryLog {
         let Some(entry) = self.messages.get(&notification.message_id) else {
             return Box::pin(std::future::ready(Recorded::UnknownMessage));
         };
-        let usage_type = {
+        let (usage_type, new) = {
             let mut record = entry.lock().unwrap_or_else(|e| e.into_inner());
             // SES may deliver a notification twice: keep one of each.
-            if !record.events.contains(&notification.event) && record.events.len() < 50 {
+            let new = !record.events.contains(&notification.event) && record.events.len() < 50;
+            if new {
                 record.events.push(notification.event.clone());
                 record.events.sort_by(|a, b| a.at.cmp(&b.at));
                 record.status = status_of(&record.events);
             }
-            record.usage_type
+            (record.usage_type, new)
         };
+        if new {
+            let event = &notification.event;
+            let hard_bounce =
+                event.kind == Status::Bounced && event.bounce_type.as_deref() == Some("Permanent");
+            let complaint = event.kind == Status::Complained;
+            if hard_bounce || complaint {
+                self.reputation
+                    .count(0, u64::from(hard_bounce), u64::from(complaint));
+            }
+        }
         let event = &notification.event;
         for address in &notification.recipients {
             let key = recipient_key(address);

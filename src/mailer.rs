@@ -99,6 +99,11 @@ pub trait Mailer: Send + Sync {
         None
     }
 
+    /// SES's account-level suppression list; `None` when the transport has none.
+    fn suppression_list(&self) -> Option<&dyn crate::feedback::SuppressionList> {
+        None
+    }
+
     /// The account questions the online doctor asks; `None` when the transport
     /// does not reach SES (the outbox).
     fn probe(&self) -> Option<&dyn crate::doctor::AccountProbe> {

@@ -119,6 +119,11 @@ impl ServiceError {
     }
 }
 
+/// How long an answer of SES's suppression list is trusted.
+pub const SES_SUPPRESSION_TTL: Duration = Duration::from_secs(300);
+/// Longest wait for SES's suppression list before sending without its answer.
+const SES_SUPPRESSION_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Sends remembered for `GET /v1/messages/{id}` (7 days at most).
 pub const DELIVERY_LOG_CAPACITY: u64 = 100_000;
 
@@ -161,6 +166,9 @@ pub struct EmailService {
     pacing: Pacing,
     deliveries: Arc<dyn DeliveryLog>,
     suppression: SuppressionPolicy,
+    /// Answers of SES's account-level suppression list, listed or not, for a few
+    /// minutes; `None` when the list is not asked.
+    ses_suppressions: Option<moka::future::Cache<String, Option<Suppression>>>,
 }
 
 impl EmailService {
@@ -181,6 +189,81 @@ impl EmailService {
             pacing,
             deliveries: Arc::new(MemoryDeliveryLog::new(DELIVERY_LOG_CAPACITY)),
             suppression: SuppressionPolicy::Enforce,
+            ses_suppressions: None,
+        }
+    }
+
+    /// Also ask SES's account-level suppression list before a send (answers cached
+    /// for [`SES_SUPPRESSION_TTL`]; a failed lookup never blocks a send).
+    pub fn with_ses_suppression_check(mut self) -> Self {
+        self.ses_suppressions = Some(
+            moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(SES_SUPPRESSION_TTL)
+                .build(),
+        );
+        self
+    }
+
+    /// Lift a recipient's suppression here and, when the SES list is asked, there;
+    /// the SES outcome as a sentence.
+    pub async fn lift_suppression(&self, recipient: &Recipient) -> Option<String> {
+        self.deliveries.lift(recipient).await;
+        let cache = self.ses_suppressions.as_ref()?;
+        let list = self.mailer.suppression_list()?;
+        let address = recipient.as_str().to_ascii_lowercase();
+        cache.invalidate(&address).await;
+        let config = self.config();
+        let account = Account {
+            region: config.region.clone(),
+            credentials: config.credentials.clone(),
+        };
+        Some(match list.remove(&account, &address).await {
+            Ok(true) => "removed from the SES account's suppression list".to_owned(),
+            Ok(false) => "not on the SES account's suppression list".to_owned(),
+            Err(error) => {
+                format!("could not remove it from the SES account's suppression list: {error}")
+            }
+        })
+    }
+
+    /// The recipient's suppression: this service's own, else (when asked) SES's
+    /// account-level list.
+    async fn suppression_of(&self, recipient: &Recipient) -> Option<Suppression> {
+        if let Some(own) = self.deliveries.suppression(recipient).await {
+            return Some(own);
+        }
+        let cache = self.ses_suppressions.as_ref()?;
+        let list = self.mailer.suppression_list()?;
+        let address = recipient.as_str().to_ascii_lowercase();
+        if let Some(answer) = cache.get(&address).await {
+            return answer;
+        }
+        let config = self.config();
+        let account = Account {
+            region: config.region.clone(),
+            credentials: config.credentials.clone(),
+        };
+        match tokio::time::timeout(
+            SES_SUPPRESSION_LOOKUP_TIMEOUT,
+            list.lookup(&account, &address),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => {
+                cache.insert(address, answer.clone()).await;
+                answer
+            }
+            Ok(Err(error)) => {
+                metrics::counter!(names::SUPPRESSION_LOOKUP_ERRORS).increment(1);
+                tracing::warn!(%error, "could not ask SES's suppression list; sending");
+                None
+            }
+            Err(_) => {
+                metrics::counter!(names::SUPPRESSION_LOOKUP_ERRORS).increment(1);
+                tracing::warn!("SES's suppression list did not answer in time; sending");
+                None
+            }
         }
     }
 
@@ -248,7 +331,7 @@ impl EmailService {
     pub async fn send(&self, request: &SendRequest) -> Result<Sent, ServiceError> {
         let mut warnings = Vec::new();
         if self.suppression != SuppressionPolicy::Off {
-            if let Some(suppression) = self.deliveries.suppression(&request.to).await {
+            if let Some(suppression) = self.suppression_of(&request.to).await {
                 metrics::counter!(names::SUPPRESSED, "policy" => self.suppression.label())
                     .increment(1);
                 if self.suppression == SuppressionPolicy::Enforce {

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::address::Mailbox;
 use crate::doctor::{AccountProbe, IdentityFacts, ProbeError};
+use crate::feedback::{Suppression, SuppressionList, SuppressionReason};
 use crate::mailer::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How long and how often to try SES.
@@ -262,6 +263,10 @@ impl Mailer for SesMailer {
         Some(self)
     }
 
+    fn suppression_list(&self) -> Option<&dyn SuppressionList> {
+        Some(self)
+    }
+
     fn account_facts<'a>(
         &'a self,
         account: &'a Account,
@@ -462,6 +467,65 @@ where
             }
         }
         _ => ProbeError::Unreachable(format!("{}", DisplayErrorContext(&err))),
+    }
+}
+
+impl SuppressionList for SesMailer {
+    fn lookup<'a>(
+        &'a self,
+        account: &'a Account,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Suppression>, String>> {
+        Box::pin(async move {
+            let answer = self
+                .client(account)
+                .get_suppressed_destination()
+                .email_address(address)
+                .send()
+                .await;
+            match answer {
+                Ok(output) => Ok(output.suppressed_destination().map(|d| Suppression {
+                    reason: match d.reason().as_str() {
+                        "COMPLAINT" => SuppressionReason::Complaint,
+                        _ => SuppressionReason::Bounce,
+                    },
+                    since: d
+                        .last_update_time()
+                        .fmt(aws_sdk_sesv2::primitives::DateTimeFormat::DateTime)
+                        .unwrap_or_default(),
+                })),
+                Err(error) => match probe_error(error) {
+                    ProbeError::NotFound => Ok(None),
+                    ProbeError::Credentials(detail) | ProbeError::Unreachable(detail) => {
+                        Err(detail)
+                    }
+                },
+            }
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        account: &'a Account,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let answer = self
+                .client(account)
+                .delete_suppressed_destination()
+                .email_address(address)
+                .send()
+                .await;
+            match answer {
+                Ok(_) => Ok(true),
+                Err(error) => match probe_error(error) {
+                    ProbeError::NotFound => Ok(false),
+                    ProbeError::Credentials(detail) | ProbeError::Unreachable(detail) => {
+                        Err(detail)
+                    }
+                },
+            }
+        })
     }
 }
 

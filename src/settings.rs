@@ -125,6 +125,17 @@ pub struct ServeArgs {
     )]
     pub suppression: crate::service::SuppressionPolicy,
 
+    /// Also ask SES's account-level suppression list before a send (GetSuppressedDestination;
+    /// answers cached for 5 minutes; a failed lookup never blocks a send).
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_SES_SUPPRESSION_CHECK",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub ses_suppression_check: bool,
+
     /// Redis (or Valkey) for state shared by replicas: `redis://` or `rediss://`
     /// URL. Unset: limits and idempotency keys live in this process's memory.
     #[arg(
@@ -387,6 +398,7 @@ pub struct Settings {
     pub quota_interval: Duration,
     pub feedback_queue_url: Option<String>,
     pub suppression: crate::service::SuppressionPolicy,
+    pub ses_suppression_check: bool,
 }
 
 impl Settings {
@@ -538,6 +550,7 @@ impl Settings {
             quota_interval: QUOTA_INTERVAL,
             feedback_queue_url: args.feedback_queue_url.filter(|u| !u.trim().is_empty()),
             suppression: args.suppression,
+            ses_suppression_check: args.ses_suppression_check,
         })
     }
 }

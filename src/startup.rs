@@ -153,10 +153,12 @@ impl Application {
         let deliveries: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new(
             crate::service::DELIVERY_LOG_CAPACITY,
         ));
-        let service = Arc::new(
-            EmailService::new(config, mailer, gate, limits, pacing)
-                .with_deliveries(deliveries, settings.suppression),
-        );
+        let mut service = EmailService::new(config, mailer, gate, limits, pacing)
+            .with_deliveries(deliveries, settings.suppression);
+        if settings.ses_suppression_check {
+            service = service.with_ses_suppression_check();
+        }
+        let service = Arc::new(service);
         if reads_quota {
             tokio::spawn(read_quota(
                 Arc::downgrade(&service),

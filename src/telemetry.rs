@@ -59,6 +59,12 @@ pub mod names {
     pub const SES_SENT_LAST_24_HOURS: &str = "ses_connector_ses_sent_last_24_hours";
     /// Sends to suppressed recipients, by `policy` (`enforce`: refused, `report`: sent).
     pub const SUPPRESSED: &str = "ses_connector_suppressed_total";
+    /// Lookups of SES's suppression list that failed or timed out (the send went on).
+    pub const SUPPRESSION_LOOKUP_ERRORS: &str = "ses_connector_suppression_lookup_errors_total";
+    /// Permanent bounces per send over the last 24 hours (SES reviews at 5 %).
+    pub const BOUNCE_RATE: &str = "ses_connector_bounce_rate";
+    /// Complaints per send over the last 24 hours (SES reviews at 0.1 %).
+    pub const COMPLAINT_RATE: &str = "ses_connector_complaint_rate";
     /// SES events read from the feedback queue, by `event` and `usage_type`.
     pub const FEEDBACK_EVENTS: &str = "ses_connector_feedback_events_total";
     /// Feedback queue messages that were not tied to a send, by `outcome`

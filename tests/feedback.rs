@@ -368,3 +368,132 @@ async fn verify_domain(domain: &str) {
         .unwrap();
     assert!(response.status().is_success());
 }
+
+// --- SES's account-level suppression list (the programmable fake) -----------------
+
+async fn list_answers(fake: &FakeSes, local_part: &str, response: wiremock::ResponseTemplate) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path_regex(format!(
+            "^/v2/email/suppression/addresses/{local_part}(%40|@)"
+        )))
+        .respond_with(response)
+        .mount(&fake.server)
+        .await;
+}
+
+fn lookups(requests: &[wiremock::Request], local_part: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method == wiremock::http::Method::GET)
+        .filter(|r| {
+            r.url
+                .path()
+                .contains(&format!("/suppression/addresses/{local_part}"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn ses_suppression_list_is_asked_cached_and_never_blocks_a_send_when_it_fails() {
+    let fake = FakeSes::start().await;
+    fake.accepts("sent").await;
+    let listed = wiremock::ResponseTemplate::new(200).set_body_json(json!({
+        "SuppressedDestination": {"EmailAddress": "listed@example.com", "Reason": "COMPLAINT",
+                                  "LastUpdateTime": 1764400000.0}
+    }));
+    list_answers(&fake, "listed", listed).await;
+    let not_found = wiremock::ResponseTemplate::new(404)
+        .insert_header("x-amzn-ErrorType", "NotFoundException")
+        .set_body_json(json!({"message": "not listed"}));
+    list_answers(&fake, "clean", not_found).await;
+    let throttled = wiremock::ResponseTemplate::new(429)
+        .insert_header("x-amzn-ErrorType", "TooManyRequestsException")
+        .set_body_json(json!({"message": "Rate exceeded"}));
+    list_answers(&fake, "throttled", throttled).await;
+    list_answers(&fake, "failing", wiremock::ResponseTemplate::new(500)).await;
+    wiremock::Mock::given(wiremock::matchers::method("DELETE"))
+        .and(wiremock::matchers::path_regex(
+            "^/v2/email/suppression/addresses/listed",
+        ))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.ses_suppression_check = true,
+        ..AppOptions::default()
+    })
+    .await;
+
+    let refused = app.send(&signin("listed@example.com")).await;
+    let error = error_of(refused, 422, "recipient_suppressed").await;
+    assert_eq!(error["suppression"]["reason"], "complaint", "{error}");
+    for address in [
+        "clean@example.com",
+        "throttled@example.com",
+        "failing@example.com",
+    ] {
+        assert_eq!(app.send(&signin(address)).await.status(), 200, "{address}");
+    }
+    assert_eq!(app.send(&signin("clean@example.com")).await.status(), 200);
+    let requests = fake.server.received_requests().await.unwrap();
+    assert_eq!(
+        lookups(&requests, "clean"),
+        1,
+        "a not-listed answer is cached"
+    );
+    assert_eq!(lookups(&requests, "listed"), 1);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("ses_connector_suppression_lookup_errors_total 2"),
+        "{metrics}"
+    );
+
+    let lifted: Value = app
+        .client
+        .delete(app.url("/v1/suppressions/listed@example.com"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        lifted["ses"].as_str().unwrap().contains("removed"),
+        "{lifted}"
+    );
+    let deletes = fake
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == wiremock::http::Method::DELETE)
+        .count();
+    assert_eq!(deletes, 1);
+}
+
+#[tokio::test]
+async fn bounce_and_complaint_rates_of_the_last_day_are_in_metrics() {
+    let app = dev_app().await;
+    for to in [
+        "success@simulator.amazonses.com",
+        "success+2@simulator.amazonses.com",
+        "bounce@simulator.amazonses.com",
+        "complaint@simulator.amazonses.com",
+    ] {
+        message_id(app.send(&signin(to)).await).await;
+    }
+
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+
+    assert!(
+        metrics.contains("ses_connector_bounce_rate 0.25"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ses_connector_complaint_rate 0.25"),
+        "{metrics}"
+    );
+}

@@ -44,6 +44,9 @@ pub struct SuppressionStatus {
     pub suppressed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppression: Option<Suppression>,
+    /// After a `DELETE` with the SES suppression check on: what happened at SES.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ses: Option<String>,
 }
 
 fn recipient(address: &str) -> Result<Recipient, ApiError> {
@@ -72,10 +75,12 @@ pub async fn suppression(
     Ok(Json(SuppressionStatus {
         suppressed: suppression.is_some(),
         suppression,
+        ses: None,
     }))
 }
 
-/// Lift an address's suppression (after it was fixed): sends to it go out again.
+/// Lift an address's suppression (after it was fixed): sends to it go out again. With
+/// the SES suppression check on, it is also removed from the SES account's list.
 #[utoipa::path(delete, path = "/v1/suppressions/{address}", tag = "admin",
     params(("address" = String, Path, description = "A recipient address")),
     responses(
@@ -88,12 +93,11 @@ pub async fn lift(
     Path(address): Path<String>,
 ) -> Result<Json<SuppressionStatus>, ApiError> {
     let recipient = recipient(&address)?;
-    let lifted = state.service.deliveries().lift(&recipient).await;
-    if lifted {
-        tracing::info!(recipient = recipient.masked(), "suppression lifted");
-    }
+    let ses = state.service.lift_suppression(&recipient).await;
+    tracing::info!(recipient = recipient.masked(), "suppression lifted");
     Ok(Json(SuppressionStatus {
         suppressed: false,
         suppression: None,
+        ses,
     }))
 }

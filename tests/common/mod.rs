@@ -190,6 +190,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         quota_interval: ses_connector::settings::QUOTA_INTERVAL,
         feedback_queue_url: None,
         suppression: ses_connector::service::SuppressionPolicy::Enforce,
+        ses_suppression_check: false,
     };
     (options.tune)(&mut settings);
     let app = Application::build_with(settings, options.mailer)
