@@ -497,3 +497,134 @@ async fn bounce_and_complaint_rates_of_the_last_day_are_in_metrics() {
         "{metrics}"
     );
 }
+
+/// One SNS query-API call to moto; the response XML.
+async fn sns(params: &[(&str, &str)]) -> String {
+    let mut form: Vec<(&str, &str)> = vec![("Version", "2010-03-31")];
+    form.extend_from_slice(params);
+    reqwest::Client::new()
+        .post(format!("{}/", moto_url()))
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=x")
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn between<'a>(xml: &'a str, open: &str, close: &str) -> &'a str {
+    let start = xml.find(open).map(|i| i + open.len()).expect(open);
+    &xml[start..start + xml[start..].find(close).expect(close)]
+}
+
+#[tokio::test]
+async fn ses_notifications_published_to_sns_reach_the_send_through_the_subscribed_queue() {
+    let sqs = sqs().await;
+    let name = format!("ses-sns-{}", uuid::Uuid::new_v4().simple());
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap();
+    // Two topics: a configuration set's event destination with raw delivery, and an
+    // identity's notifications wrapped by SNS.
+    let events_topic = sns(&[
+        ("Action", "CreateTopic"),
+        ("Name", &format!("{name}-events")),
+    ])
+    .await;
+    let events_topic = between(&events_topic, "<TopicArn>", "</TopicArn>").to_owned();
+    let identity_topic = sns(&[
+        ("Action", "CreateTopic"),
+        ("Name", &format!("{name}-identity")),
+    ])
+    .await;
+    let identity_topic = between(&identity_topic, "<TopicArn>", "</TopicArn>").to_owned();
+    sns(&[
+        ("Action", "Subscribe"),
+        ("TopicArn", &events_topic),
+        ("Protocol", "sqs"),
+        ("Endpoint", &queue_arn),
+        ("Attributes.entry.1.key", "RawMessageDelivery"),
+        ("Attributes.entry.1.value", "true"),
+    ])
+    .await;
+    sns(&[
+        ("Action", "Subscribe"),
+        ("TopicArn", &identity_topic),
+        ("Protocol", "sqs"),
+        ("Endpoint", &queue_arn),
+    ])
+    .await;
+
+    std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
+    std::env::set_var("FEEDBACK_QUEUE", &queue);
+    let domain = format!("sns-{}.example.com", uuid::Uuid::new_v4().simple());
+    verify_domain(&domain).await;
+    let mut config = logto_config();
+    config["emailAddress"] = json!(format!("noreply@{domain}"));
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    let app = spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(moto_url()),
+        tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+        ..AppOptions::default()
+    })
+    .await;
+    let bounced_to = format!("bounced@{domain}");
+    let complained_to = format!("complained@{domain}");
+    let bounced = message_id(app.send(&signin(&bounced_to)).await).await;
+    let complained = message_id(app.send(&signin(&complained_to)).await).await;
+
+    let bounce = ses_event("Bounce", &bounced, &bounced_to).to_string();
+    sns(&[
+        ("Action", "Publish"),
+        ("TopicArn", &events_topic),
+        ("Message", &bounce),
+    ])
+    .await;
+    let complaint = json!({
+        "notificationType": "Complaint",
+        "mail": {"messageId": complained, "destination": [complained_to], "timestamp": "2026-11-29T10:00:00.000Z"},
+        "complaint": {"complaintFeedbackType": "abuse", "timestamp": "2026-11-29T10:10:00.000Z",
+                      "complainedRecipients": [{"emailAddress": complained_to}]}
+    })
+    .to_string();
+    sns(&[
+        ("Action", "Publish"),
+        ("TopicArn", &identity_topic),
+        ("Message", &complaint),
+    ])
+    .await;
+
+    let record = record_when(&app, &bounced, "bounced").await;
+    assert_eq!(record["events"][0]["bounceType"], "Permanent");
+    let record = record_when(&app, &complained, "complained").await;
+    assert_eq!(record["events"][0]["feedbackType"], "abuse");
+    for to in [&bounced_to, &complained_to] {
+        error_of(app.send(&signin(to)).await, 422, "recipient_suppressed").await;
+    }
+}
