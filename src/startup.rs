@@ -22,7 +22,7 @@ use crate::service::EmailService;
 use crate::service::Pacing;
 use crate::ses::SesMailer;
 use crate::settings::{Settings, Transport};
-use crate::state::{RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
+use crate::state::{RedisDeliveryLog, RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
 use crate::telemetry::{self, names};
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
@@ -150,9 +150,11 @@ impl Application {
             max_wait: settings.pacing_max_wait,
         };
         let reads_quota = outbox.is_none();
-        let deliveries: Arc<dyn DeliveryLog> = Arc::new(MemoryDeliveryLog::new(
-            crate::service::DELIVERY_LOG_CAPACITY,
-        ));
+        let memory_log = MemoryDeliveryLog::new(crate::service::DELIVERY_LOG_CAPACITY);
+        let deliveries: Arc<dyn DeliveryLog> = match &redis {
+            Some(redis) => Arc::new(RedisDeliveryLog::new(redis.clone(), memory_log)),
+            None => Arc::new(memory_log),
+        };
         let mut service = EmailService::new(config, mailer, gate, limits, pacing)
             .with_deliveries(deliveries, settings.suppression);
         if settings.ses_suppression_check {

@@ -540,3 +540,45 @@ async fn two_replicas_share_one_send_rate() {
         );
     }
 }
+
+#[tokio::test]
+async fn replicas_share_what_became_of_a_send_and_who_is_suppressed() {
+    let redis = redis_settings(&redis_url(), false);
+    let options = || AppOptions {
+        config: None,
+        redis: Some(redis.clone()),
+        ..AppOptions::default()
+    };
+    // Two dev-mode instances (the outbox's mailbox simulator reports at once).
+    let (a, b) = (spawn_app(options()).await, spawn_app(options()).await);
+
+    let sent = a.send(&signin("bounce@simulator.amazonses.com")).await;
+    assert_eq!(sent.status(), 200);
+    let id = sent.json::<Value>().await.unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let record: Value = b
+        .get(&format!("/v1/messages/{id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["status"], "bounced", "{record}");
+    let refused = b.send(&signin("bounce@simulator.amazonses.com")).await;
+    error_of(refused, 422, "recipient_suppressed").await;
+    let lifted = a
+        .client
+        .delete(a.url("/v1/suppressions/bounce@simulator.amazonses.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    assert_eq!(
+        b.send(&signin("bounce@simulator.amazonses.com"))
+            .await
+            .status(),
+        200
+    );
+}
