@@ -126,14 +126,8 @@ impl SesMailer {
                     .operation_timeout(Duration::from_secs(35))
                     .build(),
             );
-        if let Some(credentials) = &account.credentials {
-            builder = builder.credentials_provider(Credentials::new(
-                credentials.access_key_id.clone(),
-                credentials.secret_access_key.expose_secret().to_owned(),
-                None,
-                None,
-                "ses-connector-config",
-            ));
+        if let Some(credentials) = static_credentials(account) {
+            builder = builder.credentials_provider(credentials);
         }
         aws_sdk_sqs::Client::from_conf(builder.build())
     }
@@ -143,14 +137,8 @@ impl SesMailer {
         let mut builder = aws_sdk_sts::config::Builder::from(&self.base).region(
             aws_sdk_sts::config::Region::new(account.region.as_str().to_owned()),
         );
-        if let Some(credentials) = &account.credentials {
-            builder = builder.credentials_provider(Credentials::new(
-                credentials.access_key_id.clone(),
-                credentials.secret_access_key.expose_secret().to_owned(),
-                None,
-                None,
-                "ses-connector-config",
-            ));
+        if let Some(credentials) = static_credentials(account) {
+            builder = builder.credentials_provider(credentials);
         }
         aws_sdk_sts::Client::from_conf(builder.build())
     }
@@ -170,14 +158,8 @@ impl SesMailer {
         self.clients.get_with(key, || {
             let mut builder = aws_sdk_sesv2::config::Builder::from(&self.base)
                 .region(AwsRegion::new(account.region.as_str().to_owned()));
-            if let Some(credentials) = &account.credentials {
-                builder = builder.credentials_provider(Credentials::new(
-                    credentials.access_key_id.clone(),
-                    credentials.secret_access_key.expose_secret().to_owned(),
-                    None,
-                    None,
-                    "ses-connector-config",
-                ));
+            if let Some(credentials) = static_credentials(account) {
+                builder = builder.credentials_provider(credentials);
             }
             if let Some(endpoint) = &self.endpoint {
                 builder.set_endpoint_url(endpoint.clone());
@@ -272,26 +254,28 @@ impl Mailer for SesMailer {
         account: &'a Account,
     ) -> BoxFuture<'a, Result<Option<AccountFacts>, String>> {
         Box::pin(async move {
-            let output = self
-                .client(account)
-                .get_account()
-                .send()
-                .await
-                .map_err(|e| match credentials_failure(&e) {
-                    Some(no_credentials) => no_credentials.to_string(),
-                    None => format!("{}", DisplayErrorContext(&e)),
-                })?;
-            let quota = output.send_quota();
-            Ok(Some(AccountFacts {
-                max_send_rate: quota.map_or(0.0, |q| q.max_send_rate()),
-                max_24_hour_send: quota.map_or(0.0, |q| q.max24_hour_send()),
-                sent_last_24_hours: quota.map_or(0.0, |q| q.sent_last24_hours()),
-                sending_enabled: output.sending_enabled(),
-                production_access_enabled: output.production_access_enabled(),
-                enforcement_status: output.enforcement_status().map(str::to_owned),
-            }))
+            match AccountProbe::account(self, account).await {
+                Ok(facts) => Ok(Some(facts)),
+                Err(ProbeError::NotFound) => Err("SES answered Not Found".to_owned()),
+                Err(ProbeError::Credentials(detail) | ProbeError::Unreachable(detail)) => {
+                    Err(detail)
+                }
+            }
         })
     }
+}
+
+/// The config's static keys as SDK credentials; `None`: the default chain.
+fn static_credentials(account: &Account) -> Option<Credentials> {
+    account.credentials.as_ref().map(|credentials| {
+        Credentials::new(
+            credentials.access_key_id.clone(),
+            credentials.secret_access_key.expose_secret().to_owned(),
+            None,
+            None,
+            "ses-connector-config",
+        )
+    })
 }
 
 /// A configured mailbox as SES takes it: non-ASCII display names as encoded-words.
@@ -470,6 +454,22 @@ where
     }
 }
 
+/// An answer, `None` for SES's NotFoundException, or AWS's words for any other error.
+fn found<T, E>(
+    answer: Result<T, SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>>,
+) -> Result<Option<T>, String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match answer {
+        Ok(output) => Ok(Some(output)),
+        Err(error) => match probe_error(error) {
+            ProbeError::NotFound => Ok(None),
+            ProbeError::Credentials(detail) | ProbeError::Unreachable(detail) => Err(detail),
+        },
+    }
+}
+
 impl SuppressionList for SesMailer {
     fn lookup<'a>(
         &'a self,
@@ -483,8 +483,8 @@ impl SuppressionList for SesMailer {
                 .email_address(address)
                 .send()
                 .await;
-            match answer {
-                Ok(output) => Ok(output.suppressed_destination().map(|d| Suppression {
+            match found(answer)? {
+                Some(output) => Ok(output.suppressed_destination().map(|d| Suppression {
                     reason: match d.reason().as_str() {
                         "COMPLAINT" => SuppressionReason::Complaint,
                         _ => SuppressionReason::Bounce,
@@ -494,12 +494,7 @@ impl SuppressionList for SesMailer {
                         .fmt(aws_sdk_sesv2::primitives::DateTimeFormat::DateTime)
                         .unwrap_or_default(),
                 })),
-                Err(error) => match probe_error(error) {
-                    ProbeError::NotFound => Ok(None),
-                    ProbeError::Credentials(detail) | ProbeError::Unreachable(detail) => {
-                        Err(detail)
-                    }
-                },
+                None => Ok(None),
             }
         })
     }
@@ -516,15 +511,7 @@ impl SuppressionList for SesMailer {
                 .email_address(address)
                 .send()
                 .await;
-            match answer {
-                Ok(_) => Ok(true),
-                Err(error) => match probe_error(error) {
-                    ProbeError::NotFound => Ok(false),
-                    ProbeError::Credentials(detail) | ProbeError::Unreachable(detail) => {
-                        Err(detail)
-                    }
-                },
-            }
+            Ok(found(answer)?.is_some())
         })
     }
 }

@@ -173,13 +173,7 @@ async fn sqs() -> aws_sdk_sqs::Client {
             "test",
         ))
         .endpoint_url(moto_url())
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        .http_client(sdk_http_client())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }
@@ -243,26 +237,7 @@ async fn notifications_on_an_sqs_queue_reach_the_send_and_suppress_the_bounced_r
         .unwrap()
         .queue_url
         .unwrap();
-    std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
-    std::env::set_var("FEEDBACK_QUEUE", &queue);
-    verify_domain(&domain).await;
-    let mut config = logto_config();
-    config["emailAddress"] = json!(format!("noreply@{domain}"));
-    for key in [
-        "emailAddressIdentityArn",
-        "feedbackForwardingEmailAddressIdentityArn",
-        "feedbackForwardingEmailAddress",
-        "configurationSetName",
-    ] {
-        config[key] = json!("");
-    }
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(moto_url()),
-        tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_reading(&queue, &domain).await;
     let bounced_to = format!("bounced-{}@{domain}", uuid::Uuid::new_v4().simple());
     let delivered_to = format!("fine-{}@{domain}", uuid::Uuid::new_v4().simple());
     let bounced = message_id(app.send(&signin(&bounced_to)).await).await;
@@ -355,6 +330,31 @@ async fn notifications_on_an_sqs_queue_reach_the_send_and_suppress_the_bounced_r
         .cloned()
         .unwrap_or_default();
     assert_eq!(left, "0", "every message was deleted");
+}
+
+/// The service sending through moto from a verified `domain`, reading its feedback
+/// from `queue`.
+async fn app_reading(queue: &str, domain: &str) -> TestApp {
+    std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
+    std::env::set_var("FEEDBACK_QUEUE", queue);
+    verify_domain(domain).await;
+    let mut config = logto_config();
+    config["emailAddress"] = json!(format!("noreply@{domain}"));
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    spawn_app(AppOptions {
+        config: Some(config),
+        ses_endpoint: Some(moto_url()),
+        tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+        ..AppOptions::default()
+    })
+    .await
 }
 
 /// Verify a domain in moto so sends from it are accepted.
@@ -573,27 +573,8 @@ async fn ses_notifications_published_to_sns_reach_the_send_through_the_subscribe
     ])
     .await;
 
-    std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
-    std::env::set_var("FEEDBACK_QUEUE", &queue);
     let domain = format!("sns-{}.example.com", uuid::Uuid::new_v4().simple());
-    verify_domain(&domain).await;
-    let mut config = logto_config();
-    config["emailAddress"] = json!(format!("noreply@{domain}"));
-    for key in [
-        "emailAddressIdentityArn",
-        "feedbackForwardingEmailAddressIdentityArn",
-        "feedbackForwardingEmailAddress",
-        "configurationSetName",
-    ] {
-        config[key] = json!("");
-    }
-    let app = spawn_app(AppOptions {
-        config: Some(config),
-        ses_endpoint: Some(moto_url()),
-        tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_reading(&queue, &domain).await;
     let bounced_to = format!("bounced@{domain}");
     let complained_to = format!("complained@{domain}");
     let bounced = message_id(app.send(&signin(&bounced_to)).await).await;

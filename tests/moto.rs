@@ -20,13 +20,7 @@ pub async fn verify_identity(region: &str, identity: &str) {
             "test",
         ))
         .endpoint_url(moto_url())
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        .http_client(sdk_http_client())
         .build();
     aws_sdk_sesv2::Client::from_conf(config)
         .create_email_identity()

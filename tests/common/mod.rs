@@ -362,3 +362,12 @@ pub async fn app_with_config_file() -> (TestApp, std::path::PathBuf, tempfile::T
     .await;
     (app, path, dir)
 }
+
+/// The HTTP client the tests' own SDK clients use to reach moto (rustls with ring).
+pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
