@@ -19,6 +19,7 @@ use crate::mailer::BoxFuture;
 /// What became of a send, as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = DeliveryStatus)]
 pub enum Status {
     Sent,
     Delivered,
@@ -44,6 +45,7 @@ impl Status {
 /// One event SES reported about a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeliveryEvent)]
 pub struct Event {
     /// `delivered`, `bounced`, `complained`, `rejected`, `delayed`.
     #[serde(rename = "type")]
