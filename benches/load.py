@@ -148,6 +148,9 @@ def main():
                         help="outbox: measure the service without the SES call (for profiling)")
     parser.add_argument("--redis", action="store_true",
                         help="also measure the service with both rate limits on, state in memory and in a local Redis")
+    parser.add_argument("--allocators", default="",
+                        help="comma-separated allocators to compare in the same run: glibc, jemalloc, mimalloc "
+                             "(each a release build with that cargo feature and its tuning)")
     parser.add_argument("--pacing", action="store_true",
                         help="also measure the cost of pacing that never bites (a rate far above the load) against pacing off")
     parser.add_argument("--json", help="also write the results to this file")
@@ -253,27 +256,34 @@ def main():
             burst = generator.run(service_url, args.burst, args.seconds, send_body, service_headers)
             burst["peak_rss_mib"] = status_kib(service.pid, "VmHWM") / 1024
 
-        def measure_variants(variants):
+        def measure_variants(variants, binaries=None):
             """Each variant a fresh service process with extra settings, at 1 and 64 callers."""
             for name, extra in variants:
                 variant_env = dict(service_env)
                 variant_env.update(extra)
-                variant = subprocess.Popen([args.binary, "serve", "--transport", args.transport],
+                binary = (binaries or {}).get(name, args.binary)
+                started_at = time.monotonic()
+                variant = subprocess.Popen([binary, "serve", "--transport", args.transport],
                                            env=variant_env, stderr=subprocess.DEVNULL)
                 processes.append(variant)
                 if not wait_http(f"http://127.0.0.1:{service_port}/readyz"):
                     raise SystemExit(f"the service ({name}) did not become ready")
+                variant_ready_ms = (time.monotonic() - started_at) * 1000
+                time.sleep(0.5)
+                variant_idle = status_kib(variant.pid, "VmRSS")
                 generator.run(service_url, 16, 2, send_body, service_headers)
-                results[name] = {}
+                results[name] = {"idle_rss_mib": variant_idle / 1024, "ready_ms": variant_ready_ms}
                 for connections in (1, 64):
                     cpu_before = cpu_seconds(variant.pid)
                     r = generator.run(service_url, connections, args.seconds, send_body, service_headers)
                     r["cpu_us_per_request"] = (cpu_seconds(variant.pid) - cpu_before) / max(r["requests"], 1) * 1e6
                     results[name][connections] = r
+                results[name]["peak_rss_mib"] = status_kib(variant.pid, "VmHWM") / 1024
                 variant.send_signal(signal.SIGTERM)
                 variant.wait(timeout=30)
 
-        if (args.redis or args.pacing) and service.poll() is None:
+        allocators = [a for a in args.allocators.split(",") if a]
+        if (args.redis or args.pacing or allocators) and service.poll() is None:
             service.send_signal(signal.SIGTERM)
             service.wait(timeout=30)
         # Shared state: the same service with both limits on (high counts, so no send
@@ -289,6 +299,23 @@ def main():
                               ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/"))])
             redis.send_signal(signal.SIGTERM)
             redis.wait(timeout=10)
+        # Allocators, each with the tuning that suits a small service.
+        if allocators:
+            tuning = {
+                "glibc": {},
+                "jemalloc": {"_RJEM_MALLOC_CONF": "narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0"},
+                "mimalloc": {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "100"},
+            }
+            binaries = {}
+            for allocator in allocators:
+                features = [] if allocator == "glibc" else ["--features", allocator]
+                subprocess.run(["cargo", "build", "--release", "--locked", *features], check=True, cwd=ROOT)
+                copy = work / f"ses-connector-{allocator}"
+                shutil.copy(ROOT / "target/release/ses-connector", copy)
+                binaries[f"alloc_{allocator}"] = str(copy)
+            # Leave the default build in place.
+            subprocess.run(["cargo", "build", "--release", "--locked"], check=True, cwd=ROOT)
+            measure_variants([(f"alloc_{a}", tuning.get(a, {})) for a in allocators], binaries)
         # Pacing that never bites (a rate far above the load) against pacing off.
         if args.pacing:
             measure_variants([("pacing_off", {"SES_CONNECTOR_MAX_SEND_RATE": "0"}),
@@ -373,6 +400,15 @@ def main():
             memory, shared = results["memory_state"], results["redis_state"]
             print(f"Redis state: {shared[64]['rps'] / memory[64]['rps'] * 100:.1f} % of the in-memory requests/s at 64 callers "
                   f"(target ≥ 80 %); added p50 at 1 caller {shared[1]['p50_ms'] - memory[1]['p50_ms']:.3f} ms (target ≤ 0.3 ms)")
+        if allocators:
+            print("\n| allocator | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request | idle RSS MiB | peak RSS MiB |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for allocator in allocators:
+                result = results[f"alloc_{allocator}"]
+                for connections in (1, 64):
+                    r = result[connections]
+                    print(f"| {allocator} | {connections} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | "
+                          f"{r['cpu_us_per_request']:.0f} | {result['idle_rss_mib']:.1f} | {result['peak_rss_mib']:.1f} |")
         if args.pacing:
             print("\n| pacing | callers | requests/s | p50 ms | p99 ms | errors | service CPU µs/request |")
             print("|---|---:|---:|---:|---:|---:|---:|")
@@ -392,8 +428,8 @@ def main():
                 "idle_rss_mib": idle_rss_kib / 1024, "peak_rss_mib": peak_rss_kib / 1024, "ready_ms": ready_ms,
                 "service_cpu_budget_us": per_request - others,
             }, indent=2))
-        errors = sum(r["errors"] for name in ("service", "memory_state", "redis_state", "pacing_off", "pacing_on")
-                     for r in results.get(name, {}).values())
+        errors = sum(r["errors"] for name, variant in results.items() if name not in ("direct", "logto")
+                     for r in variant.values() if isinstance(r, dict))
         return 1 if errors else 0
     finally:
         stop_all()
