@@ -85,6 +85,9 @@ pub enum Unusable {
     Ignored(String),
 }
 
+/// Recipients read from one notification (SES sends to at most 50 per message).
+const MAX_RECIPIENTS: usize = 50;
+
 /// Parse one queue message body: an SNS notification wrapping the SES JSON, or the
 /// SES JSON itself (raw message delivery); SES's event-publishing format
 /// (`eventType`) or its identity-notification format (`notificationType`).
@@ -124,6 +127,7 @@ pub fn parse(body: &str) -> Result<Notification, Unusable> {
                 items
                     .iter()
                     .filter_map(|r| r.get("emailAddress").and_then(Value::as_str))
+                    .take(MAX_RECIPIENTS)
                     .map(str::to_owned)
                     .collect()
             })
@@ -217,7 +221,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
             items
                 .iter()
                 .filter_map(Value::as_str)
-                .take(50)
+                .take(MAX_RECIPIENTS)
                 .map(str::to_owned)
                 .collect()
         })

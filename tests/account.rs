@@ -3,23 +3,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
-
-/// A fake SES that accepts sends and notes when each arrived.
-struct Arrivals(Arc<Mutex<Vec<Instant>>>);
-
-impl Respond for Arrivals {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        self.0.lock().unwrap().push(Instant::now());
-        ResponseTemplate::new(200).set_body_json(json!({"MessageId": "paced"}))
-    }
-}
+use wiremock::{Mock, ResponseTemplate};
 
 /// The fake's `GetAccount`: a production account allowed `rate` sends per second.
 async fn account_allows(fake: &FakeSes, rate: f64) {
@@ -82,12 +71,7 @@ async fn the_accounts_quota_is_read_into_metrics() {
 async fn a_burst_above_the_accounts_rate_is_paced_and_the_rest_refused_with_ses_send_rate() {
     let fake = FakeSes::start().await;
     account_allows(&fake, 10.0).await;
-    let arrivals = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path(SEND_PATH))
-        .respond_with(Arrivals(arrivals.clone()))
-        .mount(&fake.server)
-        .await;
+    let arrivals = fake.notes_arrivals().await;
     let app = app_with_fake_ses(&fake).await;
     until_account_read(&app).await;
 
@@ -113,16 +97,7 @@ async fn a_burst_above_the_accounts_rate_is_paced_and_the_rest_refused_with_ses_
         (15..=25).contains(&sent),
         "about 2 s of turns at 10/s were given: {sent}"
     );
-    for (i, start) in times.iter().enumerate() {
-        let within_a_second = times[i..]
-            .iter()
-            .filter(|t| t.duration_since(*start) < Duration::from_secs(1))
-            .count();
-        assert!(
-            within_a_second <= 11,
-            "{within_a_second} sends reached SES within one second"
-        );
-    }
+    assert_at_most_per_second(&times, 11);
 }
 
 #[tokio::test]

@@ -66,6 +66,17 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Whether a log line containing `needle` appears (waits up to about 5 s).
+    async fn logged(&self, needle: &str) -> bool {
+        for _ in 0..500 {
+            if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     /// SIGTERM, then the exit code and the whole log.
     fn stop(mut self) -> (i32, Vec<String>) {
         let status = Command::new("kill")
@@ -484,20 +495,7 @@ async fn sighup_reloads_the_config_file_and_an_invalid_file_is_refused() {
 
     std::fs::write(&path, "{\"region\": 1}").unwrap();
     hangup();
-    let mut refused = false;
-    for _ in 0..500 {
-        if server
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("reload on SIGHUP refused"))
-        {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let refused = server.logged("reload on SIGHUP refused").await;
     assert!(refused, "an error line says the reload was refused");
     assert_eq!(
         subject().await,
@@ -690,20 +688,7 @@ async fn a_sighup_right_after_the_service_reports_itself_reloads_instead_of_kill
         .status()
         .unwrap();
     assert!(status.success());
-    let mut reloaded = false;
-    for _ in 0..500 {
-        if server
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("config reloaded on SIGHUP"))
-        {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let reloaded = server.logged("config reloaded on SIGHUP").await;
     let health = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200, "still serving");
     let (code, logs) = server.stop();
@@ -730,20 +715,9 @@ async fn a_warning_is_logged_when_80_percent_of_the_daily_quota_is_used() {
         c
     });
 
-    let mut warned = false;
-    for _ in 0..500 {
-        if server
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("90 % of the SES 24-hour sending quota is used"))
-        {
-            warned = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let warned = server
+        .logged("90 % of the SES 24-hour sending quota is used")
+        .await;
     let (_, logs) = server.stop();
     assert!(warned, "{logs:?}");
 }

@@ -482,25 +482,10 @@ async fn with_redis_required_and_down_sends_are_refused_and_nothing_is_sent() {
     );
 }
 
-/// A fake SES that accepts sends and notes when each arrived.
-struct Arrivals(Arc<std::sync::Mutex<Vec<std::time::Instant>>>);
-
-impl wiremock::Respond for Arrivals {
-    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
-        self.0.lock().unwrap().push(std::time::Instant::now());
-        ResponseTemplate::new(200).set_body_json(json!({"MessageId": "paced"}))
-    }
-}
-
 #[tokio::test]
 async fn two_replicas_share_one_send_rate() {
     let fake = FakeSes::start().await;
-    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path(SEND_PATH))
-        .respond_with(Arrivals(arrivals.clone()))
-        .mount(&fake.server)
-        .await;
+    let arrivals = fake.notes_arrivals().await;
     let redis = redis_settings(&redis_url(), false);
     let (a, b) = replicas(&fake, &redis, |s| s.max_send_rate = Some(10.0)).await;
 
@@ -529,16 +514,7 @@ async fn two_replicas_share_one_send_rate() {
         (15..=25).contains(&sent),
         "about 2 s of turns at 10/s in all: {sent}"
     );
-    for (i, start) in times.iter().enumerate() {
-        let within_a_second = times[i..]
-            .iter()
-            .filter(|t| t.duration_since(*start) < Duration::from_secs(1))
-            .count();
-        assert!(
-            within_a_second <= 11,
-            "{within_a_second} sends within one second"
-        );
-    }
+    assert_at_most_per_second(&times, 11);
 }
 
 #[tokio::test]

@@ -371,3 +371,40 @@ pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
         ))
         .build_https()
 }
+
+/// A fake SES answer that accepts a send and notes when it arrived.
+pub struct Arrivals(pub Arc<std::sync::Mutex<Vec<std::time::Instant>>>);
+
+impl wiremock::Respond for Arrivals {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        self.0.lock().unwrap().push(std::time::Instant::now());
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({"MessageId": "paced"}))
+    }
+}
+
+impl FakeSes {
+    /// Accept every send, noting when each arrived.
+    pub async fn notes_arrivals(&self) -> Arc<std::sync::Mutex<Vec<std::time::Instant>>> {
+        let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path(SEND_PATH))
+            .respond_with(Arrivals(arrivals.clone()))
+            .mount(&self.server)
+            .await;
+        arrivals
+    }
+}
+
+/// No more than `most` arrivals within any one second.
+pub fn assert_at_most_per_second(times: &[std::time::Instant], most: usize) {
+    for (i, start) in times.iter().enumerate() {
+        let within_a_second = times[i..]
+            .iter()
+            .filter(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        assert!(
+            within_a_second <= most,
+            "{within_a_second} sends reached SES within one second"
+        );
+    }
+}
