@@ -55,6 +55,10 @@ impl Recipient {
         &self.0
     }
 
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The address for logs: first letter of the local part, then `***`.
     pub fn masked(&self) -> String {
         mask(&self.0)

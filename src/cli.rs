@@ -378,7 +378,7 @@ async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs
         )),
         crate::service::Pacing::off(),
     );
-    match service.send_with(&config, &request).await {
+    match service.send_with(&config, request).await {
         Ok(sent) => {
             println!("sent: message id {}", sent.message_id);
             ExitCode::SUCCESS

@@ -78,7 +78,7 @@ pub struct AccountFacts {
 /// Sends rendered emails.
 pub trait Mailer: Send + Sync {
     /// Send one email; returns the transport's message id.
-    fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>>;
+    fn send(&self, email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>>;
 
     /// What the transport knows of the sending account; `None` when it has no
     /// account (the outbox).

@@ -61,7 +61,7 @@ impl Outbox {
 }
 
 impl Mailer for Outbox {
-    fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
+    fn send(&self, email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>> {
         Box::pin(async move {
             let message_id = format!("outbox-{}", uuid::Uuid::new_v4());
             let sent_at = OffsetDateTime::now_utc()
@@ -74,9 +74,9 @@ impl Mailer for Outbox {
                 from: email.from.as_ref().map(|m| m.as_str().to_owned()),
                 reply_to: email.reply_to.as_ref().map(|m| m.as_str().to_owned()),
                 usage_type: email.usage_type.as_str().to_owned(),
-                subject: email.content.subject.clone(),
-                html: email.content.html.clone(),
-                text: email.content.text.clone(),
+                subject: email.content.subject,
+                html: email.content.html,
+                text: email.content.text,
             });
             Ok(message_id)
         })
@@ -166,7 +166,7 @@ mod tests {
     async fn the_outbox_keeps_the_newest_emails_first_up_to_its_capacity() {
         let outbox = Outbox::new();
         for i in 0..OUTBOX_CAPACITY + 5 {
-            outbox.send(&email(&i.to_string())).await.unwrap();
+            outbox.send(email(&i.to_string())).await.unwrap();
         }
         let list = outbox.list();
         assert_eq!(list.len(), OUTBOX_CAPACITY);

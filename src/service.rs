@@ -328,7 +328,7 @@ impl EmailService {
 
     /// Send a code with the active config: not to a suppressed recipient (by the
     /// policy), once the rate limits admit it.
-    pub async fn send(&self, request: &SendRequest) -> Result<Sent, ServiceError> {
+    pub async fn send(&self, request: SendRequest) -> Result<Sent, ServiceError> {
         let mut warnings = Vec::new();
         if self.suppression != SuppressionPolicy::Off {
             if let Some(suppression) = self.suppression_of(&request.to).await {
@@ -360,16 +360,20 @@ impl EmailService {
     pub async fn send_with(
         &self,
         config: &ConnectorConfig,
-        request: &SendRequest,
+        request: SendRequest,
     ) -> Result<Sent, ServiceError> {
+        let usage_type = request.usage_type;
         let (email, template) = compose(config, request)?;
         self.pace().await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;
         let in_flight = InFlight::enter();
+        // The email moves into the transport; its recipient is kept for the log
+        // line and the delivery log.
+        let to = email.to.clone();
         let started = Instant::now();
-        let result = self.mailer.send(&email).await;
+        let result = self.mailer.send(email).await;
         let elapsed = started.elapsed();
         drop(in_flight);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -377,25 +381,24 @@ impl EmailService {
             Ok(_) => "sent",
             Err(e) => outcome(e),
         };
-        metrics::counter!(names::SENDS, "usage_type" => request.usage_type.as_str(), "outcome" => label)
+        metrics::counter!(names::SENDS, "usage_type" => usage_type.as_str(), "outcome" => label)
             .increment(1);
         metrics::histogram!(names::SES_DURATION, "outcome" => label).record(elapsed.as_secs_f64());
         let locale = template.locale.as_deref().unwrap_or("");
-        let recipient = request.to.masked();
         match &result {
             Ok(message_id) => tracing::info!(
-                usage_type = %request.usage_type,
+                usage_type = %usage_type,
                 template_locale = locale,
-                recipient,
+                recipient = %to.masked(),
                 message_id,
                 outcome = "sent",
                 ses_latency_ms = latency_ms,
                 "email sent"
             ),
             Err(error) => tracing::warn!(
-                usage_type = %request.usage_type,
+                usage_type = %usage_type,
                 template_locale = locale,
-                recipient,
+                recipient = %to.masked(),
                 outcome = outcome(error),
                 ses_latency_ms = latency_ms,
                 error = %error,
@@ -403,7 +406,7 @@ impl EmailService {
             ),
         }
         let message_id = result?;
-        self.remember(&message_id, request).await;
+        self.remember(&message_id, &to, usage_type).await;
         Ok(Sent {
             message_id,
             template,
@@ -413,17 +416,17 @@ impl EmailService {
 
     /// Keep the send for `GET /v1/messages/{id}`, with what the transport already
     /// knows of its fate (the outbox's mailbox simulator).
-    async fn remember(&self, message_id: &str, request: &SendRequest) {
+    async fn remember(&self, message_id: &str, to: &Recipient, usage_type: UsageType) {
         let record = MessageRecord {
             message_id: message_id.to_owned(),
-            usage_type: request.usage_type,
-            recipient: request.to.masked(),
+            usage_type,
+            recipient: to.masked(),
             sent_at: crate::feedback::now(),
             status: crate::feedback::Status::Sent,
             events: Vec::new(),
         };
-        self.deliveries.sent(record, &request.to).await;
-        if let Some(notification) = self.mailer.simulated_feedback(message_id, &request.to) {
+        self.deliveries.sent(record, to).await;
+        if let Some(notification) = self.mailer.simulated_feedback(message_id, to) {
             self.deliveries.record(notification).await;
         }
     }
@@ -434,7 +437,7 @@ impl EmailService {
         usage_type: UsageType,
         payload: &Map<String, Value>,
     ) -> Result<Preview, ServiceError> {
-        prepare(config, usage_type, payload)
+        prepare(config, usage_type, payload.clone())
     }
 }
 
@@ -485,19 +488,21 @@ pub fn requested_locale(payload: &Map<String, Value>) -> Option<&str> {
         })
 }
 
+/// Choose and render the template; the payload becomes the render's variables
+/// without a copy.
 fn prepare(
     config: &ConnectorConfig,
     usage_type: UsageType,
-    payload: &Map<String, Value>,
+    payload: Map<String, Value>,
 ) -> Result<Preview, ServiceError> {
-    let locale = requested_locale(payload);
+    let locale = requested_locale(&payload);
     let selected = config.templates.select(usage_type, locale).ok_or_else(|| {
         ServiceError::TemplateNotFound {
             usage_type,
             locale: locale.map(str::to_owned),
         }
     })?;
-    let email = selected.render_owned(Value::Object(payload.clone()))?;
+    let email = selected.render_owned(Value::Object(payload))?;
     let source = selected.source();
     let from = source
         .send_from
@@ -519,15 +524,15 @@ fn prepare(
 
 fn compose(
     config: &ConnectorConfig,
-    request: &SendRequest,
+    request: SendRequest,
 ) -> Result<(OutgoingEmail, TemplateChoice), ServiceError> {
-    let preview = prepare(config, request.usage_type, &request.payload)?;
+    let preview = prepare(config, request.usage_type, request.payload)?;
     let email = OutgoingEmail {
         account: Account {
             region: config.region.clone(),
             credentials: config.credentials.clone(),
         },
-        to: request.to.clone(),
+        to: request.to,
         from: preview.from,
         reply_to: preview.reply_to,
         from_identity_arn: config.email_address_identity_arn.clone(),

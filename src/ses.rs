@@ -171,8 +171,9 @@ impl SesMailer {
         })
     }
 
-    async fn send_email(&self, email: &OutgoingEmail) -> Result<String, SendError> {
-        let utf8 = |data: &str| {
+    /// The email's parts move into the request: nothing is copied.
+    async fn send_email(&self, email: OutgoingEmail) -> Result<String, SendError> {
+        let utf8 = |data: String| {
             Content::builder()
                 .data(data)
                 .charset("UTF-8")
@@ -182,11 +183,11 @@ impl SesMailer {
                 })
         };
         let body = Body::builder()
-            .set_html(email.content.html.as_deref().map(utf8).transpose()?)
-            .text(utf8(&email.content.text)?)
+            .set_html(email.content.html.map(utf8).transpose()?)
+            .text(utf8(email.content.text)?)
             .build();
         let message = Message::builder()
-            .subject(utf8(&email.content.subject)?)
+            .subject(utf8(email.content.subject)?)
             .body(body)
             .build();
         let tag = MessageTag::builder()
@@ -201,7 +202,7 @@ impl SesMailer {
             .send_email()
             .destination(
                 Destination::builder()
-                    .to_addresses(email.to.as_str())
+                    .to_addresses(email.to.into_string())
                     .build(),
             )
             .content(EmailContent::builder().simple(message).build())
@@ -237,7 +238,7 @@ impl SesMailer {
 }
 
 impl Mailer for SesMailer {
-    fn send<'a>(&'a self, email: &'a OutgoingEmail) -> BoxFuture<'a, Result<String, SendError>> {
+    fn send(&self, email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>> {
         Box::pin(self.send_email(email))
     }
 

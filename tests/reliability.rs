@@ -633,10 +633,10 @@ async fn when_the_grace_period_ends_the_server_stops_without_waiting_for_slow_se
 struct Hanging;
 
 impl ses_connector::mailer::Mailer for Hanging {
-    fn send<'a>(
-        &'a self,
-        _: &'a ses_connector::mailer::OutgoingEmail,
-    ) -> ses_connector::mailer::BoxFuture<'a, Result<String, ses_connector::mailer::SendError>>
+    fn send(
+        &self,
+        _: ses_connector::mailer::OutgoingEmail,
+    ) -> ses_connector::mailer::BoxFuture<'_, Result<String, ses_connector::mailer::SendError>>
     {
         Box::pin(std::future::pending())
     }

@@ -99,6 +99,9 @@ fn recipient_rule(to: &Typed<String>) -> Result<(), ValidationError> {
 }
 
 fn usage_type_rule(name: &Typed<String>) -> Result<(), ValidationError> {
+    if let Typed::Valid(name) = name {
+        return known_usage_type(name);
+    }
     let name = name.required(
         "a string",
         &format!("\"type\" is required: one of {}", UsageType::names()),

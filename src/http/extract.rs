@@ -51,16 +51,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 /// A JSON body parsed into its type `T` and checked by `T`'s `validator` rules:
 /// every bad field at once, each with its path, in the one error shape. The JSON as
-/// sent is kept too (idempotency fingerprints it).
+/// sent is kept too when the request carries an `Idempotency-Key` (its fingerprint);
+/// otherwise it is taken apart into `T` without a copy.
 pub struct ValidatedJson<T> {
     pub body: T,
-    pub json: Value,
+    pub json: Option<Value>,
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for ValidatedJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let keyed = req.headers().contains_key(IDEMPOTENCY_KEY);
         let JsonBody(json) = JsonBody::from_request(req, state).await?;
         if !json.is_object() {
             return Err(ApiError::bad_request(
@@ -73,7 +75,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for Validate
         }
         // The body's fields are `Typed`: a wrong type is a rule's failure below, so
         // this only fails on what no rule can name.
-        let body = T::deserialize(&json).map_err(|e| {
+        let kept = keyed.then(|| json.clone());
+        let body = T::deserialize(json).map_err(|e| {
             ApiError::bad_request(
                 "the body does not have the expected shape",
                 vec![Detail::new("", e.to_string())],
@@ -85,9 +88,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for Validate
                 problems(&errors).into_iter().map(Detail::from).collect(),
             )
         })?;
-        Ok(Self { body, json })
+        Ok(Self { body, json: kept })
     }
 }
+
+/// The header that makes a send idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers

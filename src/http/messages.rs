@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::bodies::{SendBody, TestEmailBody};
 use super::error::{ApiError, Detail};
-use super::extract::{Caller, ValidatedJson};
+use super::extract::{Caller, ValidatedJson, IDEMPOTENCY_KEY};
 use super::openapi::{IdempotencyKey, RequestErrors, SendErrors};
 use super::{AppState, Stored};
 use crate::connector::{ConnectorConfig, Issue};
@@ -60,11 +60,11 @@ pub async fn send(
     let work = {
         let state = state.clone();
         async move {
-            let sent = state.service.send(&request).await?;
+            let sent = state.service.send(request).await?;
             Ok(json_bytes(SendResponse::from(sent)))
         }
     };
-    once(&state, &caller, "messages", key, &json, work).await
+    once(&state, &caller, "messages", key, json.as_ref(), work).await
 }
 
 /// Send a test email with an unsaved config (Generic, code 000000 by default).
@@ -102,7 +102,7 @@ pub async fn test_email(
                     None => config.warnings.clone(),
                 }
             };
-            let (warnings, sent) = tokio::join!(doctor, state.service.send_with(&config, &request));
+            let (warnings, sent) = tokio::join!(doctor, state.service.send_with(&config, request));
             let sent = sent?;
             Ok(json_bytes(SendResponse {
                 warnings: Some(warnings),
@@ -110,7 +110,7 @@ pub async fn test_email(
             }))
         }
     };
-    once(&state, &caller, "test-email", key, &json, work).await
+    once(&state, &caller, "test-email", key, json.as_ref(), work).await
 }
 
 /// How long the doctor may take before a test send.
@@ -123,7 +123,12 @@ pub(super) fn unchecked() -> ApiError {
 
 /// Serialised once: the same bytes answer the request and any idempotent repeat.
 fn json_bytes(response: SendResponse) -> Bytes {
-    Bytes::from(serde_json::to_vec(&response).unwrap_or_default())
+    // Room for the usual answer (id, template, no warnings) without growing.
+    let mut body = Vec::with_capacity(192);
+    match serde_json::to_writer(&mut body, &response) {
+        Ok(()) => Bytes::from(body),
+        Err(_) => Bytes::new(),
+    }
 }
 
 fn respond(body: Bytes) -> Response {
@@ -132,7 +137,7 @@ fn respond(body: Bytes) -> Response {
 
 /// The `Idempotency-Key` header, if any: at most 255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let invalid = |message: String| {
@@ -165,7 +170,7 @@ async fn once(
     caller: &Caller,
     route: &str,
     key: Option<String>,
-    body: &Value,
+    body: Option<&Value>,
     work: impl Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
@@ -177,6 +182,8 @@ async fn once(
         .unwrap_or_else(|| "open".to_owned());
     let scoped = format!("{owner}:{route}:{key}");
     // serde_json keeps object keys sorted, so equal JSON bodies hash alike.
+    // The extractor keeps the JSON whenever the header is there.
+    let body = body.unwrap_or(&Value::Null);
     let fingerprint: [u8; 32] = Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into();
     let work = Box::pin(async move {
         let value = work.await;

@@ -311,10 +311,11 @@ pub struct BoundedBuffer {
 }
 
 impl BoundedBuffer {
-    /// A buffer for one part of a render that must end by `deadline`.
-    pub fn new(deadline: Instant) -> Self {
+    /// A buffer for one part of a render that must end by `deadline`, with room
+    /// for `capacity` bytes (at most the part's bound).
+    pub fn with_capacity(deadline: Instant, capacity: usize) -> Self {
         Self {
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(capacity.min(MAX_RENDERED_BYTES)),
             deadline,
             stopped: None,
         }

@@ -3,6 +3,8 @@
 
 pub mod bounds;
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use handlebars::{Context, Handlebars};
 use serde::Serialize;
 use serde_json::Value;
@@ -86,6 +88,9 @@ struct Entry {
     subject: String,
     content: String,
     text: Option<String>,
+    /// The length of each part's (subject, content, text) last render: the next
+    /// render's buffer is sized once instead of growing write by write.
+    last_len: [AtomicUsize; 3],
 }
 
 /// Every template of one config, compiled once when the config is loaded.
@@ -153,6 +158,7 @@ impl TemplateSet {
                 subject,
                 content,
                 text,
+                last_len: Default::default(),
             });
         }
         for registry in [&html, &plain] {
@@ -172,10 +178,8 @@ impl TemplateSet {
     /// Find the template for `usage` in `locale`: the usage type, then `Generic`; for
     /// each, the tag, then its parents, then a template without a locale.
     pub fn select(&self, usage: UsageType, locale: Option<&str>) -> Option<Selected<'_>> {
-        let mut usages = vec![usage.as_str()];
-        if usage != UsageType::Generic {
-            usages.push(UsageType::Generic.as_str());
-        }
+        let generic = (usage != UsageType::Generic).then_some(UsageType::Generic.as_str());
+        let usages = std::iter::once(usage.as_str()).chain(generic);
         let tags: Vec<&str> = locale.map(lookup_chain).unwrap_or_default();
         for wanted in usages {
             let of_usage = || {
@@ -246,9 +250,19 @@ impl<'a> Selected<'a> {
         }
         let context = Context::from(payload);
         let part = |registry: &Handlebars<'static>, name: &str, field: &'static str| {
-            let mut buffer = BoundedBuffer::new(deadline);
+            let slot = match field {
+                "subject" => 0,
+                "content" => 1,
+                _ => 2,
+            };
+            let last_len = &entry.last_len[slot];
+            let mut buffer = BoundedBuffer::with_capacity(deadline, last_len.load(Relaxed));
             match registry.render_with_context_to_write(name, &context, &mut buffer) {
-                Ok(()) => Ok(buffer.into_string()),
+                Ok(()) => {
+                    let rendered = buffer.into_string();
+                    last_len.store(rendered.len(), Relaxed);
+                    Ok(rendered)
+                }
                 Err(e) => Err(RenderError {
                     usage_type: entry.source.usage_type.clone(),
                     field,
@@ -256,7 +270,7 @@ impl<'a> Selected<'a> {
                 }),
             }
         };
-        let subject = clean_subject(&part(&self.set.plain, &entry.subject, "subject")?);
+        let subject = clean_subject(part(&self.set.plain, &entry.subject, "subject")?);
         let (html, text) = match entry.source.content_type {
             ContentType::Plain => (None, part(&self.set.plain, &entry.content, "content")?),
             ContentType::Html => {
@@ -375,7 +389,10 @@ fn lookup_chain(tag: &str) -> Vec<&str> {
 }
 
 /// Subjects go into a mail header: control characters become spaces.
-fn clean_subject(subject: &str) -> String {
+fn clean_subject(subject: String) -> String {
+    if !subject.chars().any(char::is_control) {
+        return subject;
+    }
     subject
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
