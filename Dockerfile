@@ -15,13 +15,15 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > src/main.rs \
-    && cp src/main.rs benches/service.rs \
+    && for bench in service allocations instructions; do cp src/main.rs "benches/$bench.rs"; done \
     && : > src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
 COPY templates templates
+COPY schemas/openapi.json schemas/openapi.json
 COPY src src
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \

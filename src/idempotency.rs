@@ -73,7 +73,7 @@ struct Entry<T> {
 
 /// In-memory store: bounded in bytes, entries expire after [`RETENTION`].
 pub struct MemoryIdempotencyStore<T: Clone + Weigh + Send + Sync + 'static> {
-    entries: moka::future::Cache<String, Arc<Entry<T>>>,
+    entries: moka::sync::Cache<String, Arc<Entry<T>>>,
 }
 
 /// What an entry costs besides its key and answer.
@@ -83,7 +83,7 @@ impl<T: Clone + Weigh + Send + Sync + 'static> MemoryIdempotencyStore<T> {
     /// A store holding at most `max_bytes` of keys and answers.
     pub fn new(max_bytes: u64) -> Self {
         Self {
-            entries: moka::future::Cache::builder()
+            entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|key: &String, entry: &Arc<Entry<T>>| {
                     u32::try_from(key.len() + entry.weight + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -94,14 +94,14 @@ impl<T: Clone + Weigh + Send + Sync + 'static> MemoryIdempotencyStore<T> {
     }
 
     /// Entries held now (for tests and metrics).
-    pub async fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 
     /// Bytes held now, as weighed (for tests and metrics).
-    pub async fn weighted_size(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.weighted_size()
     }
 }
@@ -120,11 +120,7 @@ impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIde
                 answer: answer_rx,
                 weight: 0,
             });
-            let entry = self
-                .entries
-                .entry(key.clone())
-                .or_insert_with(async { claim })
-                .await;
+            let entry = self.entries.entry(key.clone()).or_insert_with(|| claim);
             let first = entry.is_fresh();
             let entry = entry.into_value();
             if first {
@@ -142,9 +138,9 @@ impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIde
                             answer,
                             weight: completed.value.weight(),
                         });
-                        entries.insert(key, done).await;
+                        entries.insert(key, done);
                     } else {
-                        entries.invalidate(&key).await;
+                        entries.invalidate(&key);
                     }
                     let _ = answer_tx.send(Some(completed.value));
                 });
@@ -159,7 +155,7 @@ impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIde
                 .ok()
                 .flatten();
             let Some(value) = value else {
-                self.entries.invalidate(&key).await;
+                self.entries.invalidate(&key);
                 return Err(IdempotencyError::Lost);
             };
             Ok(Answer {
@@ -301,8 +297,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(store.weighted_size().await <= 100_000);
-        assert!(store.entry_count().await <= 5);
+        assert!(store.weighted_size() <= 100_000);
+        assert!(store.entry_count() <= 5);
     }
 
     #[tokio::test]

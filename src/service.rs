@@ -168,7 +168,7 @@ pub struct EmailService {
     suppression: SuppressionPolicy,
     /// Answers of SES's account-level suppression list, listed or not, for a few
     /// minutes; `None` when the list is not asked.
-    ses_suppressions: Option<moka::future::Cache<String, Option<Suppression>>>,
+    ses_suppressions: Option<moka::sync::Cache<String, Option<Suppression>>>,
 }
 
 impl EmailService {
@@ -197,7 +197,7 @@ impl EmailService {
     /// for [`SES_SUPPRESSION_TTL`]; a failed lookup never blocks a send).
     pub fn with_ses_suppression_check(mut self) -> Self {
         self.ses_suppressions = Some(
-            moka::future::Cache::builder()
+            moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(SES_SUPPRESSION_TTL)
                 .build(),
@@ -212,7 +212,7 @@ impl EmailService {
         let cache = self.ses_suppressions.as_ref()?;
         let list = self.mailer.suppression_list()?;
         let address = recipient.as_str().to_ascii_lowercase();
-        cache.invalidate(&address).await;
+        cache.invalidate(&address);
         let config = self.config();
         let account = Account {
             region: config.region.clone(),
@@ -236,7 +236,7 @@ impl EmailService {
         let cache = self.ses_suppressions.as_ref()?;
         let list = self.mailer.suppression_list()?;
         let address = recipient.as_str().to_ascii_lowercase();
-        if let Some(answer) = cache.get(&address).await {
+        if let Some(answer) = cache.get(&address) {
             return answer;
         }
         let config = self.config();
@@ -251,7 +251,7 @@ impl EmailService {
         .await
         {
             Ok(Ok(answer)) => {
-                cache.insert(address, answer.clone()).await;
+                cache.insert(address, answer.clone());
                 answer
             }
             Ok(Err(error)) => {

@@ -60,6 +60,6 @@ pub async fn metrics() -> impl axum::response::IntoResponse {
 pub async fn openapi() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        super::openapi::openapi_json(),
+        super::openapi::DOCUMENT,
     )
 }
