@@ -178,7 +178,7 @@ async fn once(
     };
     let owner = caller
         .token_id
-        .map(hex)
+        .map(crate::state::hex)
         .unwrap_or_else(|| "open".to_owned());
     let scoped = format!("{owner}:{route}:{key}");
     // serde_json keeps object keys sorted, so equal JSON bodies hash alike.
@@ -208,8 +208,4 @@ async fn once(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-fn hex(bytes: [u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
