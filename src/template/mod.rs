@@ -5,7 +5,6 @@ pub mod bounds;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use handlebars::template::{DecoratorTemplate, Template, TemplateElement};
 use handlebars::{Context, Handlebars};
 use serde::Serialize;
 use serde_json::Value;
@@ -119,11 +118,6 @@ pub struct Selected<'a> {
 impl TemplateSet {
     /// Compile all templates; report every template string that does not compile.
     pub fn compile(sources: Vec<TemplateSource>) -> Result<Self, Vec<SyntaxError>> {
-        Self::compile_with(sources, true)
-    }
-
-    /// As [`Self::compile`]; `inline` writes the layout in place ([`inline_layouts`]).
-    fn compile_with(sources: Vec<TemplateSource>, inline: bool) -> Result<Self, Vec<SyntaxError>> {
         let mut html = registry(true);
         let mut plain = registry(false);
         let mut errors = Vec::new();
@@ -169,11 +163,6 @@ impl TemplateSet {
         }
         for registry in [&html, &plain] {
             errors.extend(measure(registry));
-        }
-        if inline {
-            for registry in [&mut html, &mut plain] {
-                inline_layouts(registry);
-            }
         }
         if errors.is_empty() {
             Ok(Self {
@@ -341,108 +330,6 @@ fn measure(registry: &Handlebars<'static>) -> Vec<SyntaxError> {
     errors
 }
 
-/// Write the layout in place of each plain `{{#> layout}}…{{/layout}}` at the top of
-/// a template, the block where the layout says `{{> @partial-block}}`. The output is
-/// the same (a test renders every built-in template both ways); what goes is
-/// handlebars' work per render for a partial block: a copy of the whole context and
-/// the block rendered into a string of its own. Only simple cases are rewritten: no
-/// inline partials, no other partials in the block or the layout, the layout's slot
-/// at its top level.
-fn inline_layouts(registry: &mut Handlebars<'static>) {
-    let Some(layout) = registry.get_template("layout").cloned() else {
-        return;
-    };
-    let slots = layout.elements.iter().filter(|e| is_slot(e)).count();
-    let other_partials = layout
-        .elements
-        .iter()
-        .any(|e| !is_slot(e) && contains_partial(std::slice::from_ref(e)));
-    if slots != 1 || other_partials {
-        return;
-    }
-    let names: Vec<String> = registry
-        .get_templates()
-        .keys()
-        .filter(|name| name.contains('.'))
-        .cloned()
-        .collect();
-    for name in names {
-        let Some(template) = registry.get_template(&name) else {
-            continue;
-        };
-        let mut elements = Vec::with_capacity(template.elements.len() + layout.elements.len());
-        let mut mapping = Vec::with_capacity(elements.capacity());
-        let mut inlined = false;
-        let mut simple = true;
-        for (index, element) in template.elements.iter().enumerate() {
-            let block = match element {
-                TemplateElement::PartialBlock(d) if is_plain_layout(d) => d.template.as_ref(),
-                _ => None,
-            };
-            match block {
-                Some(block) if !contains_partial(&block.elements) => {
-                    for (at, part) in layout.elements.iter().enumerate() {
-                        if is_slot(part) {
-                            elements.extend(block.elements.iter().cloned());
-                            mapping.extend(block.mapping.iter().cloned());
-                        } else {
-                            elements.push(part.clone());
-                            mapping.extend(layout.mapping.get(at).cloned());
-                        }
-                    }
-                    inlined = true;
-                }
-                _ => {
-                    simple &= !contains_partial(std::slice::from_ref(element));
-                    elements.push(element.clone());
-                    mapping.extend(template.mapping.get(index).cloned());
-                }
-            }
-        }
-        if inlined && simple {
-            let mut rewritten = template.clone();
-            // Error positions stay best effort: one per element where known.
-            if mapping.len() != elements.len() {
-                mapping.clear();
-            }
-            rewritten.elements = elements;
-            rewritten.mapping = mapping;
-            registry.register_template(&name, rewritten);
-        }
-    }
-}
-
-/// `{{#> layout}}` with no context, no hash and no indentation.
-fn is_plain_layout(d: &DecoratorTemplate) -> bool {
-    d.name.as_name() == Some("layout")
-        && d.params.is_empty()
-        && d.hash.is_empty()
-        && d.indent.is_none()
-        && d.template.is_some()
-}
-
-/// The layout's `{{> @partial-block}}`.
-fn is_slot(element: &TemplateElement) -> bool {
-    matches!(element, TemplateElement::PartialExpression(d)
-        if d.name.as_name() == Some("@partial-block") && d.params.is_empty() && d.hash.is_empty() && d.template.is_none())
-}
-
-/// Whether a partial or a decorator (an inline partial's definition) is among
-/// `elements` or anywhere inside them.
-fn contains_partial(elements: &[TemplateElement]) -> bool {
-    elements.iter().any(|element| {
-        let nested: Vec<&Template> = match element {
-            TemplateElement::PartialExpression(_)
-            | TemplateElement::PartialBlock(_)
-            | TemplateElement::DecoratorExpression(_)
-            | TemplateElement::DecoratorBlock(_) => return true,
-            TemplateElement::HelperBlock(h) => h.template.iter().chain(h.inverse.iter()).collect(),
-            _ => Vec::new(),
-        };
-        nested.into_iter().any(|t| contains_partial(&t.elements))
-    })
-}
-
 fn registry(html: bool) -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     // A variable the caller did not send renders as an empty string.
@@ -524,98 +411,6 @@ pub fn html_to_text(html: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn the_layout_written_in_place_renders_every_builtin_template_byte_for_byte() {
-        let config =
-            crate::connector::ConnectorConfig::load(crate::builtin::starter_config()).unwrap();
-        let sources: Vec<TemplateSource> = config
-            .templates
-            .entries
-            .iter()
-            .map(|e| e.source.clone())
-            .collect();
-        assert_eq!(sources.len(), 18);
-        let inlined = TemplateSet::compile_with(sources.clone(), true).unwrap();
-        let partial = TemplateSet::compile_with(sources, false).unwrap();
-        // The rewrite happened: no layout block is left at the top of a content.
-        let content = inlined.html.get_template("0.content").unwrap();
-        assert!(!content
-            .elements
-            .iter()
-            .any(|e| matches!(e, TemplateElement::PartialBlock(_))));
-        let payloads = [
-            json!({}),
-            json!({"code": "123456"}),
-            json!({"code": "123456", "locale": "fr", "application": {"name": "Acme <&> \"Q\"", "branding": {"logoUrl": "https://cdn.example.com/l.png"}},
-                   "organization": {"name": "Team"}, "user": {"name": "Ann"}, "link": "https://example.com/x?a=1&b=2"}),
-            json!({"link": "https://example.com/magic", "application": {"name": "App"}}),
-            json!({"code": "9", "organization": {"name": "Org only"}, "link": "javascript:alert(1)"}),
-        ];
-        for (inlined_entry, partial_entry) in inlined.entries.iter().zip(&partial.entries) {
-            for payload in &payloads {
-                let a = Selected {
-                    set: &inlined,
-                    entry: inlined_entry,
-                }
-                .render(payload)
-                .unwrap();
-                let b = Selected {
-                    set: &partial,
-                    entry: partial_entry,
-                }
-                .render(payload)
-                .unwrap();
-                let what = (
-                    &inlined_entry.source.usage_type,
-                    &inlined_entry.source.locale,
-                    payload,
-                );
-                assert_eq!(a.subject, b.subject, "{what:?}");
-                assert_eq!(a.html, b.html, "{what:?}");
-                assert_eq!(a.text, b.text, "{what:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn templates_with_inline_partials_or_other_partials_keep_the_partial_block() {
-        let sources = vec![
-            source(
-                "SignIn",
-                None,
-                "s",
-                "{{#> layout}}{{#*inline \"x\"}}y{{/inline}}{{> x}}{{/layout}}",
-            ),
-            source(
-                "Generic",
-                None,
-                "s",
-                "{{#> layout}}plain {{code}}{{/layout}}",
-            ),
-        ];
-        let set = TemplateSet::compile(sources).unwrap();
-        let kept = set.html.get_template("0.content").unwrap();
-        assert!(kept
-            .elements
-            .iter()
-            .any(|e| matches!(e, TemplateElement::PartialBlock(_))));
-        let rewritten = set.html.get_template("1.content").unwrap();
-        assert!(!rewritten
-            .elements
-            .iter()
-            .any(|e| matches!(e, TemplateElement::PartialBlock(_))));
-        let email = set
-            .select(UsageType::SignIn, None)
-            .unwrap()
-            .render(&json!({}))
-            .unwrap();
-        let html = email.html.unwrap();
-        assert!(
-            html.contains("\ny</td>"),
-            "the inline partial still renders: {html}"
-        );
-    }
 
     fn source(usage: &str, locale: Option<&str>, subject: &str, content: &str) -> TemplateSource {
         TemplateSource {
