@@ -204,3 +204,25 @@ async fn invented_methods_and_paths_do_not_grow_the_metric_series() {
 fn fastrand_suffix(i: usize) -> String {
     format!("{:x}", i.wrapping_mul(2_654_435_761))
 }
+
+#[tokio::test]
+async fn routes_with_parameters_are_labelled_by_their_router_template() {
+    let app = spawn_app(AppOptions::default()).await;
+    let get = app.get("/v1/messages/no-such-id", Some(SEND_TOKEN)).await;
+    assert_eq!(get.status(), 404);
+    let suppression = app
+        .get("/v1/suppressions/someone@example.com", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(suppression.status(), 200);
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    for route in ["/v1/messages/{message_id}", "/v1/suppressions/{address}"] {
+        assert!(
+            sample(
+                &text,
+                "ses_connector_http_requests_total",
+                &[&format!("route=\"{route}\"")]
+            ) >= 1.0,
+            "{route} is not a label: {text}"
+        );
+    }
+}

@@ -64,7 +64,7 @@ pub async fn send(
             Ok(json_bytes(SendResponse::from(sent)))
         }
     };
-    once(&state, &caller, "messages", key, json.as_ref(), work).await
+    once(&state, &caller, "messages", keyed(key, json)?, work).await
 }
 
 /// Send a test email with an unsaved config (Generic, code 000000 by default).
@@ -110,7 +110,7 @@ pub async fn test_email(
             }))
         }
     };
-    once(&state, &caller, "test-email", key, json.as_ref(), work).await
+    once(&state, &caller, "test-email", keyed(key, json)?, work).await
 }
 
 /// How long the doctor may take before a test send.
@@ -163,17 +163,26 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// The idempotency key with the body it fingerprints; the extractor keeps the JSON
+/// whenever the header is there.
+fn keyed(key: Option<String>, json: Option<Value>) -> Result<Option<(String, Value)>, ApiError> {
+    match (key, json) {
+        (Some(key), Some(json)) => Ok(Some((key, json))),
+        (Some(_), None) => Err(unchecked()),
+        (None, _) => Ok(None),
+    }
+}
+
 /// Run `work`, once per idempotency key when there is one. Which answers a record
 /// keeps is the service's decision ([`ServiceError::is_definite`]).
 async fn once(
     state: &AppState,
     caller: &Caller,
     route: &str,
-    key: Option<String>,
-    body: Option<&Value>,
+    keyed: Option<(String, Value)>,
     work: impl Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let Some(key) = key else {
+    let Some((key, body)) = keyed else {
         return work.await.map(respond).map_err(ApiError::from);
     };
     let owner = caller
@@ -182,9 +191,8 @@ async fn once(
         .unwrap_or_else(|| "open".to_owned());
     let scoped = format!("{owner}:{route}:{key}");
     // serde_json keeps object keys sorted, so equal JSON bodies hash alike.
-    // The extractor keeps the JSON whenever the header is there.
-    let body = body.unwrap_or(&Value::Null);
-    let fingerprint: [u8; 32] = Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).into();
+    let fingerprint: [u8; 32] =
+        Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()).into();
     let work = Box::pin(async move {
         let value = work.await;
         let keep = match &value {

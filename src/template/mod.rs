@@ -14,6 +14,10 @@ use crate::connector::{Locale, UsageType};
 pub use bounds::Unbounded;
 use bounds::{BoundedBuffer, Measure, MAX_NESTING, MAX_RENDER_TIME};
 
+/// The largest buffer reserved ahead of a render from the last one's size; bigger
+/// renders grow as they go.
+const MAX_SIZE_HINT: usize = 16 * 1024;
+
 /// Shared layouts, usable from any template as `{{#> layout}}…{{/layout}}`.
 const HTML_LAYOUT: &str = include_str!("../../templates/layout.html.hbs");
 const TEXT_LAYOUT: &str = include_str!("../../templates/layout.txt.hbs");
@@ -256,7 +260,10 @@ impl<'a> Selected<'a> {
                 _ => 2,
             };
             let last_len = &entry.last_len[slot];
-            let mut buffer = BoundedBuffer::with_capacity(deadline, last_len.load(Relaxed));
+            // One hostile payload that renders huge must not make every later send
+            // reserve that much: the hint is capped.
+            let hint = last_len.load(Relaxed).min(MAX_SIZE_HINT);
+            let mut buffer = BoundedBuffer::with_capacity(deadline, hint);
             match registry.render_with_context_to_write(name, &context, &mut buffer) {
                 Ok(()) => {
                     let rendered = buffer.into_string();
