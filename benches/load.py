@@ -296,7 +296,8 @@ def main():
             processes.append(redis)
             limits = {"SES_CONNECTOR_RATE_LIMIT_RECIPIENT": "1000000/1", "SES_CONNECTOR_RATE_LIMIT_IP": "1000000/1"}
             measure_variants([("memory_state", limits),
-                              ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/"))])
+                              ("redis_state", dict(limits, SES_CONNECTOR_REDIS_URL=f"redis://127.0.0.1:{redis_port}/",
+                                                              SES_CONNECTOR_STATE_SECRET="load-harness-state-secret-0123456789"))])
             redis.send_signal(signal.SIGTERM)
             redis.wait(timeout=10)
         # Allocators, each with the tuning that suits a small service.

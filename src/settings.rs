@@ -170,6 +170,21 @@ pub struct ServeArgs {
     )]
     pub redis_required: bool,
 
+    /// Secret that keys the digests of recipients, IPs and idempotency keys in
+    /// Redis (HMAC-SHA256); the same value on every replica, at least 32
+    /// characters. Required with Redis.
+    #[arg(
+        long,
+        env = "SES_CONNECTOR_STATE_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub state_secret: Option<SecretString>,
+
+    /// File holding the state secret.
+    #[arg(long, env = "SES_CONNECTOR_STATE_SECRET_FILE", value_name = "PATH")]
+    pub state_secret_file: Option<PathBuf>,
+
     /// Longest wait for one Redis call before it counts as failed, milliseconds.
     #[arg(
         long,
@@ -360,6 +375,8 @@ impl Tokens {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: SecretString,
+    /// Keys the digests written to Redis, so they cannot be reversed by guessing.
+    pub secret: SecretString,
     pub prefix: String,
     pub required: bool,
     pub timeout: Duration,
@@ -607,12 +624,63 @@ fn redis_settings(args: &ServeArgs) -> Result<Option<RedisSettings>, SettingsErr
             args.redis_timeout_ms
         )));
     }
+    let secret = state_secret(args)?;
     Ok(Some(RedisSettings {
         url: SecretString::from(url),
+        secret,
         prefix: args.redis_prefix.clone(),
         required: args.redis_required,
         timeout: Duration::from_millis(args.redis_timeout_ms),
     }))
+}
+
+/// Shortest state secret accepted: 32 characters (e.g. 16 random bytes in hex).
+pub const MIN_STATE_SECRET_LEN: usize = 32;
+
+/// The secret that keys Redis digests: inline or from a file, required with Redis.
+fn state_secret(args: &ServeArgs) -> Result<SecretString, SettingsError> {
+    use secrecy::ExposeSecret;
+    const HOW: &str = "set SES_CONNECTOR_STATE_SECRET (or SES_CONNECTOR_STATE_SECRET_FILE) to the same random value on every replica, e.g. the output of `openssl rand -hex 32`";
+    let inline = args
+        .state_secret
+        .as_ref()
+        .map(|s| s.expose_secret().trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let from_file = match &args.state_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    SettingsError(format!(
+                        "cannot read SES_CONNECTOR_STATE_SECRET_FILE {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let secret = match (inline, from_file) {
+        (Some(_), Some(_)) => {
+            return Err(SettingsError(
+                "set either SES_CONNECTOR_STATE_SECRET or SES_CONNECTOR_STATE_SECRET_FILE, not both"
+                    .into(),
+            ))
+        }
+        (Some(secret), None) | (None, Some(secret)) => secret,
+        (None, None) => {
+            return Err(SettingsError(format!(
+                "SES_CONNECTOR_REDIS_URL is set but SES_CONNECTOR_STATE_SECRET is not: the digests of recipients and IPs kept in Redis are keyed with it; {HOW}"
+            )))
+        }
+    };
+    if secret.chars().count() < MIN_STATE_SECRET_LEN {
+        return Err(SettingsError(format!(
+            "SES_CONNECTOR_STATE_SECRET is too short ({} characters, at least {MIN_STATE_SECRET_LEN}); {HOW}",
+            secret.chars().count()
+        )));
+    }
+    Ok(SecretString::from(secret))
 }
 
 /// Tokens from a variable and/or a file, comma- or newline-separated.
@@ -718,6 +786,8 @@ mod tests {
             "x.json",
             "--admin-tokens",
             "admin-token-0123456789",
+            "--state-secret",
+            "0123456789abcdef0123456789abcdef",
         ];
         let mut args = base.to_vec();
         args.extend(["--redis-url", "redis://:hunter2@127.0.0.1:6379/0"]);
@@ -753,6 +823,40 @@ mod tests {
             "rediss://:hunter2@redis.internal:6380/0"
         );
         assert!(settings(&base).unwrap().redis.is_none());
+    }
+
+    #[test]
+    fn redis_needs_a_state_secret_of_32_characters_and_says_how_to_make_one() {
+        let base = [
+            "--config",
+            "x.json",
+            "--admin-tokens",
+            "admin-token-0123456789",
+            "--redis-url",
+            "redis://127.0.0.1:6379/0",
+        ];
+        let missing = settings(&base).unwrap_err().to_string();
+        assert!(
+            missing.contains("SES_CONNECTOR_STATE_SECRET") && missing.contains("openssl rand"),
+            "{missing}"
+        );
+        let mut args = base.to_vec();
+        args.extend(["--state-secret", "short-secret"]);
+        let short = settings(&args).unwrap_err().to_string();
+        assert!(
+            short.contains("too short") && !short.contains("short-secret"),
+            "{short}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state-secret");
+        std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let mut args = base.to_vec();
+        args.extend(["--state-secret-file", file.to_str().unwrap()]);
+        let redis = settings(&args).unwrap().redis.unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&redis.secret),
+            "0123456789abcdef0123456789abcdef"
+        );
     }
 
     #[test]

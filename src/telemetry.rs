@@ -57,6 +57,7 @@ pub mod names {
     pub const STATE_DEGRADED: &str = "ses_connector_state_degraded";
     /// Failed or timed-out Redis calls, by `operation`.
     pub const STATE_ERRORS: &str = "ses_connector_state_errors_total";
+    pub const STATE_RETRIES: &str = "ses_connector_state_retries_total";
     /// Time sends waited for their turn under the SES send rate, seconds.
     pub const PACING_WAIT: &str = "ses_connector_pacing_wait_seconds";
     /// The SES account's maximum send rate, per second (from GetAccount).
@@ -135,6 +136,10 @@ fn describe() {
         "1 while Redis is unreachable and state falls back to this replica"
     );
     metrics::describe_counter!(STATE_ERRORS, "Failed or timed-out Redis calls");
+    metrics::describe_counter!(
+        STATE_RETRIES,
+        "Redis calls tried again on a fresh connection after the first broke"
+    );
     metrics::describe_histogram!(
         PACING_WAIT,
         metrics::Unit::Seconds,

@@ -32,6 +32,7 @@ fn redis_url() -> String {
 fn redis_settings(url: &str, required: bool) -> RedisSettings {
     RedisSettings {
         url: url.to_owned().into(),
+        secret: "a-state-secret-of-32-characters-at-least".to_owned().into(),
         prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
         required,
         timeout: Duration::from_millis(200),

@@ -187,7 +187,7 @@ async fn once(
     };
     let owner = caller
         .token_id
-        .map(crate::state::hex)
+        .map(hex::encode)
         .unwrap_or_else(|| "open".to_owned());
     let scoped = format!("{owner}:{route}:{key}");
     // serde_json keeps object keys sorted, so equal JSON bodies hash alike.

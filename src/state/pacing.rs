@@ -1,0 +1,82 @@
+//! The send pace in Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::RedisState;
+use crate::mailer::BoxFuture;
+use crate::pacing::{self, MemoryPacer, PaceExceeded, PaceRefusal, SendPacer};
+
+/// GCRA in Redis: the next send's turn is kept under one key; a send takes the turn
+/// (moving it on by one interval) unless it would wait longer than allowed. Times
+/// in microseconds on Redis's clock.
+const PACE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[2])
+local turn = tonumber(redis.call('GET', KEYS[1]) or now)
+if turn < now then turn = now end
+local wait = turn - now
+if wait > max_wait then return {0, wait - max_wait} end
+redis.call('SET', KEYS[1], string.format('%.0f', turn + interval), 'PX', math.ceil((wait + interval) / 1000) + 1000)
+return {1, wait}
+"#;
+
+/// Send turns shared by every replica through Redis; this replica's own turns when
+/// Redis cannot be reached (unless it is required).
+pub struct RedisPacer {
+    state: Arc<RedisState>,
+    script: Script,
+    fallback: MemoryPacer,
+}
+
+impl RedisPacer {
+    pub fn new(state: Arc<RedisState>) -> Self {
+        Self {
+            state,
+            script: Script::new(PACE),
+            fallback: MemoryPacer::new(),
+        }
+    }
+}
+
+impl SendPacer for RedisPacer {
+    fn reserve(
+        &self,
+        rate: f64,
+        max_wait: Duration,
+    ) -> BoxFuture<'_, Result<Duration, PaceRefusal>> {
+        Box::pin(async move {
+            let key = &self.state.key(&["pace"]);
+            let interval = pacing::interval(rate).as_micros() as u64;
+            let max = max_wait.as_micros() as u64;
+            let taken = self
+                .state
+                .call("pace", |mut connection| {
+                    let script = self.script.clone();
+                    async move {
+                        script
+                            .key(key)
+                            .arg(interval)
+                            .arg(max)
+                            .invoke_async::<(i64, i64)>(&mut connection)
+                            .await
+                    }
+                })
+                .await;
+            let micros = |m: i64| Duration::from_micros(m.max(0) as u64);
+            match taken {
+                Ok((1, wait)) => Ok(micros(wait)),
+                Ok((_, over)) => Err(PaceRefusal::Exceeded(PaceExceeded {
+                    retry_after: micros(over),
+                })),
+                Err(_) if self.state.required() => Err(PaceRefusal::StateUnavailable),
+                Err(_) => self.fallback.reserve(rate, max_wait).await,
+            }
+        })
+    }
+}
