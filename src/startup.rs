@@ -51,6 +51,8 @@ pub struct Application {
     settings: Settings,
     /// The SQS client and queue URL of the feedback queue, when one is set.
     feedback: Option<(aws_sdk_sqs::Client, String)>,
+    /// The link to Redis, when state is shared.
+    redis: Option<Arc<RedisState>>,
 }
 
 impl Application {
@@ -167,7 +169,6 @@ impl Application {
                 settings.quota_interval,
             ));
         }
-        let memory = MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES);
         let idempotency: Arc<dyn IdempotencyStore<Stored>> = match &redis {
             // A claim outlives the longest request, so only a dead replica's lapses;
             // a duplicate waits as long as a send may take, within its own request.
@@ -175,9 +176,9 @@ impl Application {
                 redis.clone(),
                 settings.request_timeout() + std::time::Duration::from_secs(5),
                 settings.ses.operation_timeout + settings.queue_timeout + settings.pacing_max_wait,
-                memory,
+                IDEMPOTENCY_MAX_BYTES,
             )),
-            None => Arc::new(memory),
+            None => Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_MAX_BYTES)),
         };
         let state = AppState {
             service,
@@ -203,6 +204,7 @@ impl Application {
             state,
             settings,
             feedback,
+            redis,
         })
     }
 
@@ -219,6 +221,12 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The link to Redis, when state is shared: whether this instance is on its
+    /// memory fallback now (the degraded gauge says the same for the process).
+    pub fn shared_state(&self) -> Option<Arc<RedisState>> {
+        self.redis.clone()
     }
 
     /// The health listener's address, when there is one.

@@ -54,8 +54,9 @@ const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Redis];
 fn limiter(backend: Backend, recipient: Rate, ip: Rate) -> Arc<dyn SendLimiter> {
     match backend {
         Backend::Memory => Arc::new(MemoryLimits::new(recipient, ip)),
+        // Required, as for the idempotency store below.
         Backend::Redis => {
-            let state = RedisState::connect(&redis_settings(&redis_url(), false)).unwrap();
+            let state = RedisState::connect(&redis_settings(&redis_url(), true)).unwrap();
             Arc::new(RedisLimits::new(state, recipient, ip))
         }
     }
@@ -128,16 +129,17 @@ impl Weigh for Reply {
 }
 
 fn store(backend: Backend) -> Arc<dyn IdempotencyStore<Reply>> {
-    let memory = MemoryIdempotencyStore::new(1_000_000);
     match backend {
-        Backend::Memory => Arc::new(memory),
+        Backend::Memory => Arc::new(MemoryIdempotencyStore::new(1_000_000)),
+        // Required: a Redis that cannot be reached fails these tests instead of
+        // passing them on the memory fallback.
         Backend::Redis => {
-            let state = RedisState::connect(&redis_settings(&redis_url(), false)).unwrap();
+            let state = RedisState::connect(&redis_settings(&redis_url(), true)).unwrap();
             Arc::new(RedisIdempotencyStore::new(
                 state,
                 Duration::from_secs(10),
                 Duration::from_secs(5),
-                memory,
+                1_000_000,
             ))
         }
     }
@@ -220,7 +222,14 @@ async fn both_backends_finish_the_work_when_the_first_caller_hangs_up() {
             let work = work(&calls, "first", true);
             tokio::spawn(async move { store.execute("h".into(), [1; 32], work).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Hang up once the work has begun.
+        let begun = tokio::time::timeout(Duration::from_secs(5), async {
+            while calls.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(begun.is_ok(), "{backend:?}: the work began");
         first.abort();
         let duplicate = store
             .execute("h".into(), [1; 32], work(&calls, "second", true))
@@ -374,7 +383,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn degraded(app: &TestApp) -> f64 {
+/// Whether this instance is on its memory fallback (its own link, not the
+/// process-wide gauge that two instances in one test share).
+fn degraded(app: &TestApp) -> bool {
+    app.shared_state
+        .as_ref()
+        .expect("the instance shares state in Redis")
+        .is_degraded()
+}
+
+/// The process's degraded gauge, as `/metrics` shows it.
+async fn degraded_gauge(app: &TestApp) -> f64 {
     let text = app.get("/metrics", None).await.text().await.unwrap();
     text.lines()
         .find(|l| l.starts_with("ses_connector_state_degraded "))
@@ -393,25 +412,29 @@ async fn when_redis_goes_away_sends_go_on_and_when_it_is_back_limits_are_shared_
     })
     .await;
     assert_eq!(a.send(&signin("one@example.org")).await.status(), 200);
-    assert_eq!(degraded(&a).await, 0.0);
+    assert!(!degraded(&a));
+    assert_eq!(degraded_gauge(&a).await, 0.0);
 
     let port = redis.stop();
     for i in 0..3 {
         let response = a.send(&signin(&format!("down{i}@example.org"))).await;
         assert_eq!(response.status(), 200, "sends go on while Redis is down");
     }
-    assert_eq!(degraded(&a).await, 1.0);
+    assert!(degraded(&a));
+    assert_eq!(degraded_gauge(&a).await, 1.0);
 
     let _redis = OwnRedis::start(port);
+    // b made no call while Redis was down; it may or may not have noticed.
     let mut back = false;
     for _ in 0..100 {
-        if degraded(&a).await == 0.0 && degraded(&b).await == 0.0 {
+        if !degraded(&a) && !degraded(&b) {
             back = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(back, "the replicas noticed Redis is back");
+    assert_eq!(degraded_gauge(&a).await, 0.0);
     assert_eq!(a.send(&signin("again@example.org")).await.status(), 200);
     assert_eq!(b.send(&signin("again@example.org")).await.status(), 200);
     let error = error_of(
@@ -443,7 +466,7 @@ async fn a_slow_redis_is_not_waited_for_beyond_its_timeout() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_redis_stalls(redis.port);
     let started = std::time::Instant::now();
     let response = app.send(&signin("slow@example.org")).await;
     let waited = started.elapsed();
@@ -453,7 +476,7 @@ async fn a_slow_redis_is_not_waited_for_beyond_its_timeout() {
         waited < Duration::from_millis(1500),
         "did not wait for Redis: {waited:?}"
     );
-    assert_eq!(degraded(&app).await, 1.0);
+    assert!(degraded(&app));
     let mut sleeper = sleeper;
     let _ = sleeper.wait();
 }
@@ -557,5 +580,156 @@ async fn replicas_share_what_became_of_a_send_and_who_is_suppressed() {
             .await
             .status(),
         200
+    );
+}
+
+/// Wait until Redis on `port` no longer answers a PING within 50 ms (a `DEBUG
+/// SLEEP` has begun), at most 5 s.
+fn wait_until_redis_stalls(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        stream.write_all(b"PING\r\n").unwrap();
+        let mut reply = [0u8; 16];
+        if stream.read(&mut reply).is_err() {
+            return;
+        }
+    }
+    panic!("Redis on {port} kept answering; DEBUG SLEEP did not begin");
+}
+
+/// Wait (at most 5 s) until the fake SES has received `count` sends.
+async fn wait_for_ses_calls(fake: &FakeSes, count: usize) {
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while fake.requests().await.len() < count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "SES did not receive {count} send(s)");
+}
+
+fn keyed_send(app: &TestApp, key: &str, to: &str) -> reqwest::RequestBuilder {
+    app.client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .header("idempotency-key", key)
+        .json(&signin(to))
+}
+
+async fn slow_fake_ses() -> FakeSes {
+    let fake = FakeSes::start().await;
+    fake.answer(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"MessageId": "only-once"}))
+            .set_delay(Duration::from_millis(800)),
+    )
+    .await;
+    fake
+}
+
+#[tokio::test]
+async fn a_replica_sends_once_per_key_while_redis_stalls_mid_send() {
+    let redis = OwnRedis::start(free_port());
+    let fake = slow_fake_ses().await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis_settings(&redis.url(), false)),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let first = tokio::spawn(keyed_send(&app, "stall-key", "stall@example.org").send());
+    wait_for_ses_calls(&fake, 1).await;
+    let sleeper = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "DEBUG", "SLEEP", "0.5"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_redis_stalls(redis.port);
+    let duplicate = keyed_send(&app, "stall-key", "stall@example.org")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(duplicate.status(), 200);
+    assert_eq!(
+        duplicate.headers().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 200);
+    let (first, duplicate): (Value, Value) =
+        (first.json().await.unwrap(), duplicate.json().await.unwrap());
+    assert_eq!(first, duplicate);
+    assert_eq!(fake.requests().await.len(), 1, "one SES call for one key");
+    let mut sleeper = sleeper;
+    let _ = sleeper.wait();
+}
+
+#[tokio::test]
+async fn a_replica_sends_once_per_key_when_redis_restarts_mid_send() {
+    let redis = OwnRedis::start(free_port());
+    let fake = slow_fake_ses().await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis_settings(&redis.url(), false)),
+        ..AppOptions::default()
+    })
+    .await;
+
+    let first = tokio::spawn(keyed_send(&app, "restart-key", "restart@example.org").send());
+    wait_for_ses_calls(&fake, 1).await;
+    // A Redis without persistence comes back empty: the claim is gone from it.
+    let _redis = OwnRedis::start(redis.stop());
+    let duplicates: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(keyed_send(&app, "restart-key", "restart@example.org").send()))
+        .collect();
+
+    let first: Value = first.await.unwrap().unwrap().json().await.unwrap();
+    for duplicate in duplicates {
+        let duplicate = duplicate.await.unwrap().unwrap();
+        assert_eq!(duplicate.status(), 200);
+        assert_eq!(duplicate.json::<Value>().await.unwrap(), first);
+    }
+    assert_eq!(fake.requests().await.len(), 1, "one SES call for one key");
+}
+
+#[tokio::test]
+async fn a_broken_redis_connection_is_replaced_without_falling_back() {
+    let redis = OwnRedis::start(free_port());
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        redis: Some(redis_settings(&redis.url(), false)),
+        tune: |s| s.rate_limit_recipient = "10/600".parse().unwrap(),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.send(&signin("u@example.org")).await.status(), 200);
+
+    // As a Redis failover or an idle-connection reaper would: the link breaks.
+    let killed = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+        ])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    assert_eq!(app.send(&signin("u@example.org")).await.status(), 200);
+
+    assert!(
+        !degraded(&app),
+        "the call was tried again on a fresh connection"
     );
 }

@@ -1,4 +1,5 @@
-//! Idempotency records in Redis.
+//! Idempotency records in Redis, in front of which this replica's own memory
+//! always answers first for the keys it has seen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,13 +45,38 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Idempotency records in Redis, shared by every replica: the first request claims
 /// the key (`SET NX` with a lease), does the work and stores the answer; a duplicate
 /// on any replica waits for that answer. A claim whose replica died is released when
-/// its lease runs out. When Redis cannot be reached, this replica's memory store.
+/// its lease runs out.
+///
+/// Every key also goes through this replica's memory store first, claimed or
+/// answered there too: a duplicate on the same replica waits for the local work or
+/// gets its kept answer without asking Redis, so a Redis that stalls, fails over or
+/// restarts mid-send never makes one replica send twice for one key.
 pub struct RedisIdempotencyStore<T: Clone + Weigh + Send + Sync + 'static> {
+    shared: Shared,
+    local: MemoryIdempotencyStore<Local<T>>,
+}
+
+/// What the Redis side needs, cloned into the work that runs under a local claim.
+#[derive(Clone)]
+struct Shared {
     state: Arc<RedisState>,
     lease: Duration,
     wait: Duration,
     settle: Script,
-    fallback: MemoryIdempotencyStore<T>,
+}
+
+/// What the local store keeps per key: the outcome of the shared path, and whether
+/// its value was another replica's answer.
+#[derive(Clone)]
+struct Local<T> {
+    outcome: Result<T, IdempotencyError>,
+    replayed: bool,
+}
+
+impl<T: Weigh> Weigh for Local<T> {
+    fn weight(&self) -> usize {
+        self.outcome.as_ref().map_or(0, Weigh::weight)
+    }
 }
 
 impl<T> RedisIdempotencyStore<T>
@@ -58,28 +84,64 @@ where
     T: Clone + Weigh + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// `lease`: how long a claim holds without an answer (longer than any request);
-    /// `wait`: how long a duplicate waits for the answer (as long as a send may take).
+    /// `wait`: how long a duplicate waits for the answer (as long as a send may take);
+    /// `local_max_bytes`: the bound of this replica's own store.
     pub fn new(
         state: Arc<RedisState>,
         lease: Duration,
         wait: Duration,
-        fallback: MemoryIdempotencyStore<T>,
+        local_max_bytes: u64,
     ) -> Self {
         Self {
-            state,
-            lease,
-            wait,
-            settle: Script::new(SETTLE),
-            fallback,
+            shared: Shared {
+                state,
+                lease,
+                wait,
+                settle: Script::new(SETTLE),
+            },
+            local: MemoryIdempotencyStore::new(local_max_bytes),
+        }
+    }
+}
+
+impl Shared {
+    /// The shared path, run once per key on this replica (under the local claim):
+    /// claim the key in Redis and do the work, or wait for the replica that holds it.
+    /// When Redis cannot answer before this replica holds the claim, the work runs
+    /// here (this replica's memory still stops a second local send), unless Redis is
+    /// required.
+    async fn run<T>(
+        self,
+        key: String,
+        fingerprint: String,
+        work: BoxFuture<'static, Completed<T>>,
+    ) -> Completed<Local<T>>
+    where
+        T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        match self.claim_or_wait::<T>(&key, &fingerprint).await {
+            Ok(Claimed::Answer(value)) => Completed {
+                value: Local {
+                    outcome: Ok(value),
+                    replayed: true,
+                },
+                keep: true,
+            },
+            Ok(Claimed::Refused(error)) => refused(error),
+            Ok(Claimed::Ours { key, claim }) => {
+                let completed = work.await;
+                self.settle(&key, &claim, &fingerprint, &completed).await;
+                done(completed)
+            }
+            Err(_) if self.state.required() => refused(IdempotencyError::StateUnavailable),
+            Err(_) => done(work.await),
         }
     }
 
-    async fn execute_shared(
-        &self,
-        key: &str,
-        fingerprint: &str,
-        work: &mut Option<BoxFuture<'static, Completed<T>>>,
-    ) -> Result<Result<Answer<T>, IdempotencyError>, StateError> {
+    async fn claim_or_wait<T>(&self, key: &str, fingerprint: &str) -> Result<Claimed<T>, StateError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
         let key = self.state.digest_key(&["idempotency"], key.as_bytes());
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
@@ -91,117 +153,117 @@ where
             };
             let pending = serde_json::to_string(&pending).unwrap_or_default();
             let lease = self.lease.as_millis() as u64;
-            let pending = &pending;
+            let (pending, key_ref) = (&pending, &key);
             let claimed: Option<String> = self
                 .state
-                .call("idempotency_claim", |mut c| {
-                    let key = key.clone();
-                    async move {
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(pending)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(lease)
-                            .query_async(&mut c)
-                            .await
-                    }
+                .call("idempotency_claim", |mut c| async move {
+                    redis::cmd("SET")
+                        .arg(key_ref)
+                        .arg(pending)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lease)
+                        .query_async(&mut c)
+                        .await
                 })
                 .await?;
             if claimed.is_some() {
-                let Some(work) = work.take() else {
-                    return Ok(Err(IdempotencyError::Lost));
-                };
-                return Ok(self
-                    .run_claimed(key, claim, fingerprint.to_owned(), work)
-                    .await);
+                return Ok(Claimed::Ours { key, claim });
             }
             let current: Option<String> = self
                 .state
-                .call("idempotency_get", |mut c| {
-                    let key = key.clone();
-                    async move { redis::cmd("GET").arg(&key).query_async(&mut c).await }
+                .call("idempotency_get", |mut c| async move {
+                    redis::cmd("GET").arg(key_ref).query_async(&mut c).await
                 })
                 .await?;
             // Gone between the two calls (not kept, or its lease ran out): claim again.
             let Some(current) = current else { continue };
             let Ok(record) = serde_json::from_str::<Record<T>>(&current) else {
-                return Ok(Err(IdempotencyError::Lost));
+                return Ok(Claimed::Refused(IdempotencyError::Lost));
             };
             if record.fingerprint != fingerprint {
-                return Ok(Err(IdempotencyError::KeyReused));
+                return Ok(Claimed::Refused(IdempotencyError::KeyReused));
             }
             // Our own claim: the SET went through but its answer was lost with the
             // connection, and the retry found the key taken — by us.
             if record.claim == claim && record.answer.is_none() {
-                let Some(work) = work.take() else {
-                    return Ok(Err(IdempotencyError::Lost));
-                };
-                return Ok(self
-                    .run_claimed(key, claim, fingerprint.to_owned(), work)
-                    .await);
+                return Ok(Claimed::Ours { key, claim });
             }
             if let Some(value) = record.answer {
-                return Ok(Ok(Answer {
-                    value,
-                    replayed: true,
-                }));
+                return Ok(Claimed::Answer(value));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(Err(IdempotencyError::InFlight));
+                return Ok(Claimed::Refused(IdempotencyError::InFlight));
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 
-    /// Do the work in its own task (a caller that hangs up cancels neither the send
-    /// nor the storing of its answer), then settle the claim.
-    async fn run_claimed(
+    /// Store the answer under our claim (or release the claim for a transient one).
+    async fn settle<T: Serialize>(
         &self,
-        key: String,
-        claim: String,
-        fingerprint: String,
-        work: BoxFuture<'static, Completed<T>>,
-    ) -> Result<Answer<T>, IdempotencyError> {
-        let state = self.state.clone();
-        let settle = self.settle.clone();
-        let task = tokio::spawn(async move {
-            let completed = work.await;
-            let stored = if completed.keep {
-                serde_json::to_string(&Record {
-                    fingerprint,
-                    claim: claim.clone(),
-                    answer: Some(completed.value.clone()),
-                })
-                .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            let retention = RETENTION.as_millis() as u64;
-            let (settle, key, claim, stored) = (&settle, &key, &claim, &stored);
-            let settled = state
-                .call("idempotency_settle", |mut c| async move {
-                    settle
-                        .key(key)
-                        .arg(claim)
-                        .arg(stored)
-                        .arg(retention)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                })
-                .await;
-            if let Err(error) = settled {
-                tracing::warn!(%error, "an idempotency answer could not be stored in Redis; a repeat may send again");
-            }
-            completed.value
-        });
-        match task.await {
-            Ok(value) => Ok(Answer {
-                value,
-                replayed: false,
-            }),
-            Err(_) => Err(IdempotencyError::Lost),
+        key: &str,
+        claim: &str,
+        fingerprint: &str,
+        completed: &Completed<T>,
+    ) {
+        let stored = if completed.keep {
+            serde_json::to_string(&Record {
+                fingerprint: fingerprint.to_owned(),
+                claim: claim.to_owned(),
+                answer: Some(&completed.value),
+            })
+            .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let retention = RETENTION.as_millis() as u64;
+        let (settle, stored) = (&self.settle, &stored);
+        let settled = self
+            .state
+            .call("idempotency_settle", |mut c| async move {
+                settle
+                    .key(key)
+                    .arg(claim)
+                    .arg(stored)
+                    .arg(retention)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(error) = settled {
+            tracing::warn!(%error, "an idempotency answer could not be stored in Redis; this replica keeps it, a repeat on another replica may send again");
         }
+    }
+}
+
+/// Where the shared path stands for a key.
+enum Claimed<T> {
+    /// This replica holds the claim under `key`.
+    Ours { key: String, claim: String },
+    /// Another replica's answer.
+    Answer(T),
+    /// No answer to give: reused with another body, still in flight elsewhere, …
+    Refused(IdempotencyError),
+}
+
+fn done<T>(completed: Completed<T>) -> Completed<Local<T>> {
+    Completed {
+        value: Local {
+            outcome: Ok(completed.value),
+            replayed: false,
+        },
+        keep: completed.keep,
+    }
+}
+
+fn refused<T>(error: IdempotencyError) -> Completed<Local<T>> {
+    Completed {
+        value: Local {
+            outcome: Err(error),
+            replayed: false,
+        },
+        keep: false,
     }
 }
 
@@ -216,20 +278,19 @@ where
         work: BoxFuture<'static, Completed<T>>,
     ) -> BoxFuture<'a, Result<Answer<T>, IdempotencyError>> {
         Box::pin(async move {
-            let mut work = Some(work);
-            match self
-                .execute_shared(&key, &hex::encode(fingerprint), &mut work)
-                .await
-            {
-                Ok(answer) => answer,
-                Err(_) if self.state.required() => Err(IdempotencyError::StateUnavailable),
-                // Redis failed before this replica claimed the key: this replica's
-                // memory decides, as a single instance would.
-                Err(_) => match work {
-                    Some(work) => self.fallback.execute(key, fingerprint, work).await,
-                    None => Err(IdempotencyError::Lost),
-                },
-            }
+            let shared = self
+                .shared
+                .clone()
+                .run(key.clone(), hex::encode(fingerprint), work);
+            let answer = self
+                .local
+                .execute(key, fingerprint, Box::pin(shared))
+                .await?;
+            let Local { outcome, replayed } = answer.value;
+            outcome.map(|value| Answer {
+                value,
+                replayed: replayed || answer.replayed,
+            })
         })
     }
 }

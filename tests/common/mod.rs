@@ -65,6 +65,9 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub outbox: bool,
+    /// This instance's link to Redis, when state is shared (two instances in one
+    /// test process share the metrics, not this).
+    pub shared_state: Option<Arc<ses_connector::state::RedisState>>,
 }
 
 impl TestApp {
@@ -123,6 +126,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     let (app, transport) = build(options).await;
     let address = format!("http://127.0.0.1:{}", app.port());
     let health_address = app.health_addr().map(|a| format!("http://{a}"));
+    let shared_state = app.shared_state();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stop_rx.await;
@@ -137,6 +141,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         stop: Some(stop_tx),
         server: Some(server),
         outbox: transport == Transport::Outbox,
+        shared_state,
     }
 }
 
