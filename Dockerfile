@@ -18,7 +18,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo
 RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > src/main.rs \
-    && for bench in service allocations instructions; do cp src/main.rs "benches/$bench.rs"; done \
+    && for bench in service allocations instructions redis_memory; do cp src/main.rs "benches/$bench.rs"; done \
     && : > src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src

@@ -94,6 +94,15 @@ pub async fn router(ses: bool) -> Router {
 /// The service, bound to a free loopback port, with the SES transport over
 /// [`InstantSes`] or with [`NoopMailer`]; rate limits off.
 pub async fn application(ses: bool) -> Application {
+    application_with(
+        ses,
+        &["--rate-limit-recipient", "0", "--rate-limit-ip", "0"],
+    )
+    .await
+}
+
+/// As [`application`], with `args` added to the command line.
+pub async fn application_with(ses: bool, args: &[&str]) -> Application {
     let mailer: Arc<dyn Mailer> = if ses {
         Arc::new(
             SesMailer::with_http_client(&SesOptions::default(), SharedHttpClient::new(InstantSes))
@@ -105,19 +114,18 @@ pub async fn application(ses: bool) -> Application {
     let mut config = starter_config();
     config["accessKeyId"] = json!("AKIAIOSFODNN7EXAMPLE");
     config["accessKeySecret"] = json!("bench-secret");
-    let cli = Cli::parse_from([
+    let config = config.to_string();
+    let mut line = vec![
         "ses-connector",
         "--config-json",
-        &config.to_string(),
+        &config,
         "--send-tokens",
         TOKEN,
         "--listen",
         "127.0.0.1:0",
-        "--rate-limit-recipient",
-        "0",
-        "--rate-limit-ip",
-        "0",
-    ]);
+    ];
+    line.extend_from_slice(args);
+    let cli = Cli::parse_from(line);
     let settings = Settings::from_args(cli.serve).unwrap();
     Application::build_with(settings, Some(mailer))
         .await

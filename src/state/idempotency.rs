@@ -16,10 +16,14 @@ use crate::mailer::BoxFuture;
 
 /// An idempotency record in Redis: whose claim it is, the body's fingerprint, and
 /// the answer once there is one.
+/// Short field names and no claim once answered: each record is kept for a day.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record<T> {
+    #[serde(rename = "f")]
     fingerprint: String,
+    #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
     claim: String,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     answer: Option<T>,
 }
 
@@ -30,7 +34,7 @@ const SETTLE: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 local record = cjson.decode(current)
-if record['claim'] ~= ARGV[1] then return 0 end
+if record['c'] ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
@@ -210,7 +214,7 @@ impl Shared {
         let stored = if completed.keep {
             serde_json::to_string(&Record {
                 fingerprint: fingerprint.to_owned(),
-                claim: claim.to_owned(),
+                claim: String::new(),
                 answer: Some(&completed.value),
             })
             .unwrap_or_default()
@@ -278,10 +282,10 @@ where
         work: BoxFuture<'static, Completed<T>>,
     ) -> BoxFuture<'a, Result<Answer<T>, IdempotencyError>> {
         Box::pin(async move {
-            let shared = self
-                .shared
-                .clone()
-                .run(key.clone(), hex::encode(fingerprint), work);
+            let shared =
+                self.shared
+                    .clone()
+                    .run(key.clone(), hex::encode(&fingerprint[..16]), work);
             let answer = self
                 .local
                 .execute(key, fingerprint, Box::pin(shared))
