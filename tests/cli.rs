@@ -721,3 +721,98 @@ async fn a_warning_is_logged_when_80_percent_of_the_daily_quota_is_used() {
     let (_, logs) = server.stop();
     assert!(warned, "{logs:?}");
 }
+
+/// `doctor --json` with `args`: the exit code and the parsed report.
+fn doctor_json(args: &[&std::ffi::OsStr], ses: Option<&str>) -> (Option<i32>, Value) {
+    let mut doctor = command();
+    doctor.args(["doctor", "--json"]).args(args);
+    if let Some(uri) = ses {
+        doctor.env("AWS_ENDPOINT_URL_SESV2", uri);
+    }
+    let output = doctor.output().unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {:?}; stderr: {:?}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+#[tokio::test]
+async fn doctor_json_prints_the_report_shape_for_every_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut invalid = logto_config();
+    invalid["region"] = json!("nowhere");
+    let invalid = write_config(&dir, &invalid);
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{not json").unwrap();
+    let missing = dir.path().join("missing.json");
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, logto_config().to_string()).unwrap();
+    // SES refuses the credentials: the doctor's own "something will fail".
+    let fake = FakeSes::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(403)
+                .insert_header("x-amzn-ErrorType", "UnrecognizedClientException")
+                .set_body_json(
+                    json!({"message": "The security token included in the request is invalid."}),
+                ),
+        )
+        .mount(&fake.server)
+        .await;
+    let config = std::ffi::OsStr::new("--config");
+    let cases: [(&str, Vec<&std::ffi::OsStr>, Option<String>, i32, &str, &str); 5] = [
+        (
+            "invalid config",
+            vec![config, invalid.as_os_str()],
+            None,
+            1,
+            "region",
+            "invalid_format",
+        ),
+        (
+            "not JSON",
+            vec![config, broken.as_os_str()],
+            None,
+            2,
+            "",
+            "unreadable",
+        ),
+        (
+            "no such file",
+            vec![config, missing.as_os_str()],
+            None,
+            2,
+            "",
+            "unreadable",
+        ),
+        ("no config given", vec![], None, 2, "", "unreadable"),
+        (
+            "credentials refused",
+            vec![config, good.as_os_str()],
+            Some(fake.uri()),
+            1,
+            "accessKeyId",
+            "credentials_invalid",
+        ),
+    ];
+
+    for (why, args, ses, exit, path, code) in cases {
+        let (status, report) = doctor_json(&args, ses.as_deref());
+
+        assert_eq!(status, Some(exit), "{why}: {report}");
+        assert_eq!(report["valid"], false, "{why}: {report}");
+        assert!(report["warnings"].is_array(), "{why}: {report}");
+        assert!(report.get("account").is_some(), "{why}: {report}");
+        let error = &report["errors"][0];
+        assert_eq!(error["code"], code, "{why}: {report}");
+        assert_eq!(error["path"], path, "{why}: {report}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{why}: {report}"
+        );
+    }
+}
