@@ -722,8 +722,19 @@ async fn a_warning_is_logged_when_80_percent_of_the_daily_quota_is_used() {
     assert!(warned, "{logs:?}");
 }
 
+/// One run of `doctor --json` and what it must print.
+struct DoctorCase {
+    why: &'static str,
+    args: Vec<std::ffi::OsString>,
+    /// The SES endpoint, when the doctor gets as far as asking it.
+    ses: Option<String>,
+    exit: i32,
+    path: &'static str,
+    code: &'static str,
+}
+
 /// `doctor --json` with `args`: the exit code and the parsed report.
-fn doctor_json(args: &[&std::ffi::OsStr], ses: Option<&str>) -> (Option<i32>, Value) {
+fn doctor_json(args: &[std::ffi::OsString], ses: Option<&str>) -> (Option<i32>, Value) {
     let mut doctor = command();
     doctor.args(["doctor", "--json"]).args(args);
     if let Some(uri) = ses {
@@ -763,44 +774,59 @@ async fn doctor_json_prints_the_report_shape_for_every_outcome() {
         )
         .mount(&fake.server)
         .await;
-    let config = std::ffi::OsStr::new("--config");
-    let cases: [(&str, Vec<&std::ffi::OsStr>, Option<String>, i32, &str, &str); 5] = [
-        (
-            "invalid config",
-            vec![config, invalid.as_os_str()],
-            None,
-            1,
-            "region",
-            "invalid_format",
-        ),
-        (
-            "not JSON",
-            vec![config, broken.as_os_str()],
-            None,
-            2,
-            "",
-            "unreadable",
-        ),
-        (
-            "no such file",
-            vec![config, missing.as_os_str()],
-            None,
-            2,
-            "",
-            "unreadable",
-        ),
-        ("no config given", vec![], None, 2, "", "unreadable"),
-        (
-            "credentials refused",
-            vec![config, good.as_os_str()],
-            Some(fake.uri()),
-            1,
-            "accessKeyId",
-            "credentials_invalid",
-        ),
+    let with = |path: &std::path::Path| vec!["--config".into(), path.as_os_str().to_owned()];
+    let cases = [
+        DoctorCase {
+            why: "invalid config",
+            args: with(&invalid),
+            ses: None,
+            exit: 1,
+            path: "region",
+            code: "invalid_format",
+        },
+        DoctorCase {
+            why: "not JSON",
+            args: with(&broken),
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "no such file",
+            args: with(&missing),
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "no config given",
+            args: vec![],
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "credentials refused",
+            args: with(&good),
+            ses: Some(fake.uri()),
+            exit: 1,
+            path: "accessKeyId",
+            code: "credentials_invalid",
+        },
     ];
 
-    for (why, args, ses, exit, path, code) in cases {
+    for DoctorCase {
+        why,
+        args,
+        ses,
+        exit,
+        path,
+        code,
+    } in cases
+    {
         let (status, report) = doctor_json(&args, ses.as_deref());
 
         assert_eq!(status, Some(exit), "{why}: {report}");
