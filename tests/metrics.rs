@@ -226,3 +226,29 @@ async fn routes_with_parameters_are_labelled_by_their_router_template() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_a_health_listener_metrics_are_served_there_and_not_on_the_callers_port() {
+    let app = spawn_app(AppOptions {
+        tune: |s| s.health_listen = Some("127.0.0.1:0".parse().unwrap()),
+        ..AppOptions::default()
+    })
+    .await;
+    let health = app.health_address.clone().unwrap();
+
+    let on_main = app.get("/metrics", None).await;
+    let on_health = app
+        .client
+        .get(format!("{health}/metrics"))
+        .send()
+        .await
+        .unwrap();
+
+    error_of(on_main, 404, "not_found").await;
+    assert_eq!(on_health.status(), 200);
+    assert!(on_health
+        .text()
+        .await
+        .unwrap()
+        .contains("ses_connector_http_requests_total"));
+}
