@@ -28,6 +28,8 @@ struct Server {
     child: Child,
     port: u16,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Says when the log reader has read the last line (the process closed stderr).
+    drained: std::sync::mpsc::Receiver<()>,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
+        let (drained_tx, drained) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening") {
@@ -50,6 +53,7 @@ impl Server {
                 }
                 sink.lock().unwrap().push(line);
             }
+            let _ = drained_tx.send(());
         });
         let port = port_rx
             .recv_timeout(Duration::from_secs(30))
@@ -59,7 +63,12 @@ impl Server {
                     logs.lock().unwrap()
                 )
             });
-        Self { child, port, logs }
+        Self {
+            child,
+            port,
+            logs,
+            drained,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -95,8 +104,9 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader thread drain what is left.
-        std::thread::sleep(Duration::from_millis(100));
+        self.drained
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the log reader reads to the end once the process has exited");
         let logs = self.logs.lock().unwrap().clone();
         (code, logs)
     }
