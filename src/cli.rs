@@ -121,13 +121,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 } => send_test(&config, &to, &usage_type, &cli.serve).await,
                 Command::Init { out, force } => init(out.as_deref(), force),
                 Command::Doctor { config, json } => {
-                    match config.or_else(|| cli.serve.config.clone()) {
-                        Some(path) => doctor(&path, json, &cli.serve).await,
-                        None => {
-                            eprintln!("error: give the config with --config PATH (or SES_CONNECTOR_CONFIG)");
-                            ExitCode::from(2)
-                        }
-                    }
+                    let path = config.or_else(|| cli.serve.config.clone());
+                    doctor(path.as_deref(), json, &cli.serve).await
                 }
                 Command::Healthcheck { url } => {
                     let url = url.unwrap_or_else(|| health_url(cli.serve.health_listen));
@@ -280,13 +275,49 @@ fn render(config: &Path, usage: &str, payload: Option<&str>, locale: Option<&str
     run().err().unwrap_or(ExitCode::SUCCESS)
 }
 
+/// Why a config file could not be used: unreadable (exit 2) or invalid (exit 1).
+enum Refusal {
+    Unreadable(String),
+    Invalid(ValidationReport),
+}
+
+impl Refusal {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Unreadable(_) => ExitCode::from(2),
+            Self::Invalid(_) => ExitCode::from(1),
+        }
+    }
+
+    /// Said on the terminal: the message on stderr, or the report.
+    fn print(&self) {
+        match self {
+            Self::Unreadable(message) => eprintln!("error: {message}"),
+            Self::Invalid(report) => print_report(report),
+        }
+    }
+
+    /// In the report's shape, so a JSON reader meets one shape whatever happened.
+    fn into_report(self) -> ValidationReport {
+        match self {
+            Self::Unreadable(message) => ValidationReport {
+                valid: false,
+                errors: vec![connector::Issue {
+                    path: String::new(),
+                    code: connector::IssueCode::Unreadable,
+                    message,
+                }],
+                warnings: Vec::new(),
+            },
+            Self::Invalid(report) => report,
+        }
+    }
+}
+
 /// A config file with the `SES_CONNECTOR_ACCESS_KEY_*` overrides `serve` applies, so
 /// a key kept out of the file works here too.
-fn load_with_overrides(path: &Path, settings: &ServeArgs) -> Result<ConnectorConfig, ExitCode> {
-    let mut value = read_json(path).map_err(|message| {
-        eprintln!("error: {message}");
-        ExitCode::from(2)
-    })?;
+fn load_with_overrides(path: &Path, settings: &ServeArgs) -> Result<ConnectorConfig, Refusal> {
+    let mut value = read_json(path).map_err(Refusal::Unreadable)?;
     crate::reload::override_credentials(
         &mut value,
         settings
@@ -298,26 +329,43 @@ fn load_with_overrides(path: &Path, settings: &ServeArgs) -> Result<ConnectorCon
             .as_ref()
             .filter(|s| !secrecy::ExposeSecret::expose_secret(*s).trim().is_empty()),
     );
-    ConnectorConfig::load(value).map_err(|report| {
-        print_report(&report);
-        ExitCode::from(1)
-    })
+    ConnectorConfig::load(value).map_err(Refusal::Invalid)
 }
 
-async fn doctor(path: &Path, json: bool, settings: &ServeArgs) -> ExitCode {
-    let config = match load_with_overrides(path, settings) {
+/// The doctor's JSON: the validation report plus `account` (`null` when SES was not
+/// asked), the same shape for every outcome.
+fn print_doctor_json(report: &ValidationReport, account: Option<&crate::doctor::AccountSummary>) {
+    let mut json = serde_json::to_value(report).unwrap_or_default();
+    json["account"] = serde_json::to_value(account).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
+}
+
+async fn doctor(path: Option<&Path>, json: bool, settings: &ServeArgs) -> ExitCode {
+    let config = match path {
+        Some(path) => load_with_overrides(path, settings),
+        None => Err(Refusal::Unreadable(
+            "give the config with --config PATH (or SES_CONNECTOR_CONFIG)".to_owned(),
+        )),
+    };
+    let config = match config {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(refusal) => {
+            let code = refusal.exit_code();
+            if json {
+                print_doctor_json(&refusal.into_report(), None);
+            } else {
+                refusal.print();
+            }
+            return code;
+        }
     };
     let mailer = SesMailer::new(&SesOptions::default()).await;
     let diagnosis = crate::doctor::diagnose(&config, &mailer, DOCTOR_TIMEOUT).await;
     if json {
-        let mut report = serde_json::to_value(&diagnosis.report).unwrap_or_default();
-        report["account"] = serde_json::to_value(&diagnosis.account).unwrap_or_default();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        print_doctor_json(&diagnosis.report, diagnosis.account.as_ref());
     } else {
         print_report(&diagnosis.report);
         if let Some(account) = &diagnosis.account {
@@ -345,7 +393,10 @@ const DOCTOR_TIMEOUT: Duration = Duration::from_secs(20);
 async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs) -> ExitCode {
     let config = match load_with_overrides(config, credentials) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(refusal) => {
+            refusal.print();
+            return refusal.exit_code();
+        }
     };
     let to = match Recipient::parse(to) {
         Ok(to) => to,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog};
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
-use crate::http::{router, AppState, Stored};
+use crate::http::{router, AppState, MetricsOn, Stored};
 use crate::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use crate::limits::{MemoryLimits, SendGate, SendLimiter};
 use crate::mailer::Mailer;
@@ -216,7 +216,20 @@ impl Application {
 
     /// The router with this application's state, for driving it without a socket.
     pub fn router(&self) -> axum::Router {
-        router(self.state.clone(), self.settings.request_timeout())
+        router(
+            self.state.clone(),
+            self.settings.request_timeout(),
+            self.metrics_on(),
+        )
+    }
+
+    /// `/metrics` moves to the health listener when there is one.
+    fn metrics_on(&self) -> MetricsOn {
+        if self.settings.health_listen.is_some() {
+            MetricsOn::HealthListener
+        } else {
+            MetricsOn::MainPort
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -281,7 +294,8 @@ impl Application {
         let grace = self.settings.shutdown_grace;
         let delay = self.settings.shutdown_delay;
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(self.state, self.settings.request_timeout());
+        let metrics_on = self.metrics_on();
+        let app = router(self.state, self.settings.request_timeout(), metrics_on);
         // Small request/response exchanges: send each answer at once (no Nagle delay).
         let listener = LimitedListener::new(
             self.listener.tap_io(|tcp| {

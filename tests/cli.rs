@@ -28,6 +28,8 @@ struct Server {
     child: Child,
     port: u16,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Says when the log reader has read the last line (the process closed stderr).
+    drained: std::sync::mpsc::Receiver<()>,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
+        let (drained_tx, drained) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening") {
@@ -50,6 +53,7 @@ impl Server {
                 }
                 sink.lock().unwrap().push(line);
             }
+            let _ = drained_tx.send(());
         });
         let port = port_rx
             .recv_timeout(Duration::from_secs(30))
@@ -59,7 +63,12 @@ impl Server {
                     logs.lock().unwrap()
                 )
             });
-        Self { child, port, logs }
+        Self {
+            child,
+            port,
+            logs,
+            drained,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -95,8 +104,9 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader thread drain what is left.
-        std::thread::sleep(Duration::from_millis(100));
+        self.drained
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the log reader reads to the end once the process has exited");
         let logs = self.logs.lock().unwrap().clone();
         (code, logs)
     }
@@ -720,4 +730,125 @@ async fn a_warning_is_logged_when_80_percent_of_the_daily_quota_is_used() {
         .await;
     let (_, logs) = server.stop();
     assert!(warned, "{logs:?}");
+}
+
+/// One run of `doctor --json` and what it must print.
+struct DoctorCase {
+    why: &'static str,
+    args: Vec<std::ffi::OsString>,
+    /// The SES endpoint, when the doctor gets as far as asking it.
+    ses: Option<String>,
+    exit: i32,
+    path: &'static str,
+    code: &'static str,
+}
+
+/// `doctor --json` with `args`: the exit code and the parsed report.
+fn doctor_json(args: &[std::ffi::OsString], ses: Option<&str>) -> (Option<i32>, Value) {
+    let mut doctor = command();
+    doctor.args(["doctor", "--json"]).args(args);
+    if let Some(uri) = ses {
+        doctor.env("AWS_ENDPOINT_URL_SESV2", uri);
+    }
+    let output = doctor.output().unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {:?}; stderr: {:?}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+#[tokio::test]
+async fn doctor_json_prints_the_report_shape_for_every_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut invalid = logto_config();
+    invalid["region"] = json!("nowhere");
+    let invalid = write_config(&dir, &invalid);
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{not json").unwrap();
+    let missing = dir.path().join("missing.json");
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, logto_config().to_string()).unwrap();
+    // SES refuses the credentials: the doctor's own "something will fail".
+    let fake = FakeSes::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(403)
+                .insert_header("x-amzn-ErrorType", "UnrecognizedClientException")
+                .set_body_json(
+                    json!({"message": "The security token included in the request is invalid."}),
+                ),
+        )
+        .mount(&fake.server)
+        .await;
+    let with = |path: &std::path::Path| vec!["--config".into(), path.as_os_str().to_owned()];
+    let cases = [
+        DoctorCase {
+            why: "invalid config",
+            args: with(&invalid),
+            ses: None,
+            exit: 1,
+            path: "region",
+            code: "invalid_format",
+        },
+        DoctorCase {
+            why: "not JSON",
+            args: with(&broken),
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "no such file",
+            args: with(&missing),
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "no config given",
+            args: vec![],
+            ses: None,
+            exit: 2,
+            path: "",
+            code: "unreadable",
+        },
+        DoctorCase {
+            why: "credentials refused",
+            args: with(&good),
+            ses: Some(fake.uri()),
+            exit: 1,
+            path: "accessKeyId",
+            code: "credentials_invalid",
+        },
+    ];
+
+    for DoctorCase {
+        why,
+        args,
+        ses,
+        exit,
+        path,
+        code,
+    } in cases
+    {
+        let (status, report) = doctor_json(&args, ses.as_deref());
+
+        assert_eq!(status, Some(exit), "{why}: {report}");
+        assert_eq!(report["valid"], false, "{why}: {report}");
+        assert!(report["warnings"].is_array(), "{why}: {report}");
+        assert!(report.get("account").is_some(), "{why}: {report}");
+        let error = &report["errors"][0];
+        assert_eq!(error["code"], code, "{why}: {report}");
+        assert_eq!(error["path"], path, "{why}: {report}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{why}: {report}"
+        );
+    }
 }

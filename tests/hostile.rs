@@ -682,3 +682,102 @@ async fn an_over_long_request_id_is_replaced_not_echoed() {
     assert_ne!(id, long);
     assert!(id.len() <= 128);
 }
+
+/// Headers as name and value.
+type Headers = Vec<(String, String)>;
+
+/// A send with `extra` headers beside the usual ones.
+async fn send_with_headers(app: &TestApp, extra: &Headers) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(SEND_TOKEN)
+        .json(&json!({"to": "u@example.com", "type": "SignIn", "payload": {"code": "1"}}));
+    for (name, value) in extra {
+        request = request.header(name, value);
+    }
+    request
+        .send()
+        .await
+        .expect("an answer, not a closed connection")
+}
+
+#[tokio::test]
+async fn request_heads_over_the_service_limits_get_a_431_in_the_error_shape() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| (format!("x-extra-{i}"), "1".to_owned()))
+            .collect()
+    };
+    let cases: [(&str, Headers, &str); 2] = [
+        ("80 headers", many(80), "headers"),
+        (
+            "one 20 KiB header",
+            vec![("x-big".into(), "b".repeat(20 * 1024))],
+            "bytes",
+        ),
+    ];
+
+    for (why, headers, says) in cases {
+        let response = send_with_headers(&app, &headers).await;
+
+        assert!(
+            response.headers().get("x-request-id").is_some(),
+            "{why}: the answer carries a request id"
+        );
+        let error = error_of(response, 431, "request_header_fields_too_large").await;
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{why}: {error}"
+        );
+    }
+    assert!(fake.requests().await.is_empty(), "nothing reached SES");
+}
+
+#[tokio::test]
+async fn request_heads_just_within_the_service_limits_are_served() {
+    let fake = FakeSes::start().await;
+    fake.accepts("id").await;
+    let app = app_with_fake_ses(&fake).await;
+    // With the client's own few headers: under 64 headers and 16 KiB in all.
+    let headers: Vec<_> = (0..50)
+        .map(|i| (format!("x-extra-{i}"), "v".repeat(250)))
+        .collect();
+
+    let response = send_with_headers(&app, &headers).await;
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn past_hypers_own_header_cap_the_answer_is_still_a_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app_with_fake_ses(&FakeSes::start().await).await;
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: localhost\r\n");
+    for i in 0..120 {
+        head.push_str(&format!("x-extra-{i}: 1\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    within(
+        std::time::Duration::from_secs(10),
+        "hyper closing the connection",
+        read,
+    )
+    .await
+    .unwrap();
+
+    // hyper's last resort: no request reached the service, so no JSON, no request id.
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 431"), "{answer}");
+    assert!(!answer.contains("x-request-id"), "{answer}");
+}

@@ -588,10 +588,14 @@ async fn sends_in_flight_at_shutdown_all_finish_with_200() {
     app.stop().await.expect("the server stops cleanly");
 
     for request in in_flight {
-        let response = request
-            .await
-            .unwrap()
-            .expect("an answer, not a dropped connection");
+        let response = within(
+            Duration::from_secs(30),
+            "a send in flight answering",
+            request,
+        )
+        .await
+        .unwrap()
+        .expect("an answer, not a dropped connection");
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.json::<Value>().await.unwrap()["messageId"],
@@ -752,7 +756,14 @@ async fn a_config_file_that_never_answers_fails_the_reload_and_the_service_keeps
         let path = path.clone();
         move || std::fs::write(&path, logto_config().to_string())
     });
-    writer.await.unwrap().unwrap();
+    within(
+        Duration::from_secs(10),
+        "the write releasing the stuck read",
+        writer,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, format!("\u{feff}{}", logto_config())).unwrap();
     for _ in 0..100 {
@@ -801,7 +812,12 @@ async fn a_send_in_flight_during_a_reload_finishes_on_its_config() {
         200
     );
 
-    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    let answered = within(
+        Duration::from_secs(30),
+        "the send in flight answering",
+        in_flight,
+    );
+    assert_eq!(answered.await.unwrap().unwrap().status(), 200);
     assert_eq!(app.send(&signin("v@example.com")).await.status(), 200);
     let requests = fake.requests().await;
     assert_eq!(

@@ -38,6 +38,8 @@ pub enum IssueCode {
     RegionMismatch,
     MissingSender,
     UnusualFormat,
+    /// The config could not be read, or is not JSON.
+    Unreadable,
     /// Online: SES refused the credentials.
     CredentialsInvalid,
     /// Online: the account is in the SES sandbox.

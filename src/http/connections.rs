@@ -17,6 +17,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+/// hyper's cap on a request's headers, its default: above the service's own
+/// ([`super::MAX_HEADERS`]), so hyper's bodiless 431 is only the last resort. Left
+/// unset, since setting it moves hyper's header parsing from the stack to the heap.
+pub const HYPER_MAX_HEADERS: usize = 100;
+/// hyper's read buffer, which bounds a request head: above the service's
+/// [`super::MAX_HEADER_BYTES`], and well below hyper's default (about 400 KiB), since
+/// every open connection may fill it.
+pub const HYPER_MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// Serve `app` over HTTP/1.1 on `listener` until `stop` completes; then accept no
 /// more connections, let each open one finish the request it is on, and return once
 /// all are closed. A connection that sends no complete request head within
@@ -32,7 +41,8 @@ pub async fn serve<L>(
 {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+        .header_read_timeout(idle_timeout)
+        .max_buf_size(HYPER_MAX_BUF_SIZE);
     // Each connection holds a receiver; `stopping` tells them to finish, and the
     // sender sees every receiver gone once the last connection has closed.
     let (stopping, stop_seen) = watch::channel(false);

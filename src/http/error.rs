@@ -143,6 +143,15 @@ impl ApiError {
         }
     }
 
+    /// 431: too many headers, or too many bytes of them.
+    pub fn header_fields_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            message,
+        )
+    }
+
     /// A 500 whose cause is logged and not shown.
     pub fn internal(cause: impl Into<String>) -> Self {
         Self {
@@ -166,6 +175,9 @@ impl ApiError {
             ),
             StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::new(status, "payload_too_large", "the request body is too large")
+            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                Self::header_fields_too_large("the request's headers are too large")
             }
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -266,6 +278,7 @@ pub const ERROR_CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "payload_too_large",
+    "request_header_fields_too_large",
     "unsupported_media_type",
     "invalid_config",
     "template_not_found",

@@ -36,6 +36,18 @@ pub const SEND_BODY_LIMIT: usize = 64 * 1024;
 /// Body limit for routes that carry a whole config.
 pub const CONFIG_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Headers a request may carry. hyper's own cap is higher
+/// ([`connections::HYPER_MAX_HEADERS`]), so past this the caller gets the JSON 431.
+pub const MAX_HEADERS: usize = 64;
+/// Bytes of header names and values a request may carry; hyper's read buffer
+/// ([`connections::HYPER_MAX_BUF_SIZE`]) is larger, for the same reason.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+const _: () = assert!(
+    MAX_HEADERS < connections::HYPER_MAX_HEADERS
+        && MAX_HEADER_BYTES < connections::HYPER_MAX_BUF_SIZE
+);
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Shared by every handler.
@@ -62,8 +74,17 @@ impl AppState {
     }
 }
 
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsOn {
+    /// The port callers reach (no health listener is configured).
+    MainPort,
+    /// Only the health listener: quota, bounce and complaint rates are not for callers.
+    HealthListener,
+}
+
 /// The whole API; `request_timeout` bounds each request.
-pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
+pub fn router(state: AppState, request_timeout: std::time::Duration, metrics: MetricsOn) -> Router {
     let send = Router::new()
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{message_id}", get(deliveries::message))
@@ -105,14 +126,17 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         }
     }
 
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(send)
         .merge(admin)
         .merge(pages)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(ops::openapi));
+    if metrics == MetricsOn::MainPort {
+        app = app.route("/metrics", get(ops::metrics));
+    }
+    let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -259,6 +283,25 @@ async fn method_not_allowed() -> ApiError {
     ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
+/// A 431 for a request head over the service's limits, else `None`.
+fn head_too_large(headers: &axum::http::HeaderMap) -> Option<ApiError> {
+    let count = headers.len();
+    if count > MAX_HEADERS {
+        return Some(ApiError::header_fields_too_large(format!(
+            "the request has {count} headers; at most {MAX_HEADERS} are accepted"
+        )));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::header_fields_too_large(format!(
+            "the request's headers take {bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"
+        ))
+    })
+}
+
 /// Request id, one log line per request, and the rendering of every error.
 async fn request_context(req: Request, next: Next) -> Response {
     let request_id = req
@@ -284,7 +327,10 @@ async fn request_context(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = match head_too_large(req.headers()) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).instrument(span.clone()).await,
+    };
 
     let error = response.extensions_mut().remove::<ApiError>();
     let limited = error.as_ref().and_then(|e| e.limit);
@@ -363,6 +409,27 @@ mod tests {
         assert_eq!(route_label(None), UNMATCHED_ROUTE);
         assert_eq!(&*status_label(418), "418");
         assert_eq!(&*status_label(429), "429");
+    }
+
+    #[test]
+    fn a_head_at_the_limits_passes_and_one_past_them_is_refused() {
+        use axum::http::HeaderMap;
+        let with = |count: usize, value_len: usize| {
+            let mut headers = HeaderMap::new();
+            for i in 0..count {
+                let name = HeaderName::try_from(format!("x-{i:03}")).unwrap();
+                let value = HeaderValue::from_str(&"v".repeat(value_len)).unwrap();
+                headers.insert(name, value);
+            }
+            headers
+        };
+        assert!(head_too_large(&with(MAX_HEADERS, 1)).is_none());
+        let refused = head_too_large(&with(MAX_HEADERS + 1, 1)).unwrap();
+        assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        // One header of exactly the byte limit ("x-000" is 5 bytes), then one over.
+        assert!(head_too_large(&with(1, MAX_HEADER_BYTES - 5)).is_none());
+        let refused = head_too_large(&with(1, MAX_HEADER_BYTES - 4)).unwrap();
+        assert_eq!(refused.code, "request_header_fields_too_large");
     }
 
     #[test]

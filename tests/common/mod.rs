@@ -102,7 +102,9 @@ impl TestApp {
             let _ = stop.send(());
         }
         match self.server.take() {
-            Some(server) => server.await.expect("server task completes"),
+            Some(server) => within(STOP_LIMIT, "the server stopping", server)
+                .await
+                .expect("server task completes"),
             None => Ok(()),
         }
     }
@@ -113,6 +115,22 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// How long a test waits for the server to stop: past any grace period a test sets.
+pub const STOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// `future`'s output, or a panic saying that `what` did not happen within `limit`:
+/// a test that waits for something never hangs.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what} did not happen within {limit:?}"),
     }
 }
 
