@@ -23,7 +23,7 @@ struct Record<T> {
     fingerprint: String,
     #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
     claim: String,
-    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
     answer: Option<T>,
 }
 
