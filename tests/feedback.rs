@@ -609,3 +609,282 @@ async fn ses_notifications_published_to_sns_reach_the_send_through_the_subscribe
         error_of(app.send(&signin(to)).await, 422, "recipient_suppressed").await;
     }
 }
+
+// --- who feedback is about, and how much of it is kept (both stores) ---------------
+
+use std::sync::Arc;
+
+use ses_connector::address::Recipient;
+use ses_connector::connector::UsageType;
+use ses_connector::feedback::{
+    parse, DeliveryLog, MemoryDeliveryLog, MessageRecord, Reader, Recorded, Status,
+};
+use ses_connector::settings::RedisSettings;
+use ses_connector::state::{RedisDeliveryLog, RedisState};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis")
+}
+
+fn redis_settings() -> RedisSettings {
+    RedisSettings {
+        url: redis_url().into(),
+        secret: "a-state-secret-of-32-characters-at-least".to_owned().into(),
+        prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+        required: false,
+        timeout: Duration::from_millis(200),
+    }
+}
+
+/// The memory log, and a Redis log whose link is returned to check it stayed up
+/// (a Redis log that fell back to memory would pass for the wrong reason).
+fn both_logs() -> Vec<(&'static str, Arc<dyn DeliveryLog>, Option<Arc<RedisState>>)> {
+    let state = RedisState::connect(&redis_settings()).unwrap();
+    vec![
+        (
+            "memory",
+            Arc::new(MemoryDeliveryLog::new(64 * 1024 * 1024)) as Arc<dyn DeliveryLog>,
+            None,
+        ),
+        (
+            "redis",
+            Arc::new(RedisDeliveryLog::new(
+                state.clone(),
+                MemoryDeliveryLog::new(64 * 1024 * 1024),
+            )),
+            Some(state),
+        ),
+    ]
+}
+
+fn still_shared(store: &str, state: &Option<Arc<RedisState>>) {
+    if let Some(state) = state {
+        assert!(!state.is_degraded(), "{store}: Redis answered every call");
+    }
+}
+
+/// Remember a send of ours to `to`, by `sender`; its message id.
+async fn sent(log: &dyn DeliveryLog, to: &str, sender: Option<[u8; 32]>) -> String {
+    let id = format!("m-{}", uuid::Uuid::new_v4().simple());
+    let to = Recipient::parse(to).unwrap();
+    let record = MessageRecord {
+        message_id: id.clone(),
+        usage_type: UsageType::SignIn,
+        recipient: to.masked(),
+        sent_at: ses_connector::feedback::now(),
+        status: Status::Sent,
+        events: Vec::new(),
+    };
+    log.sent(record, &to, sender).await;
+    id
+}
+
+/// A permanent bounce of `message_id` naming `recipients`.
+fn bounce_of(message_id: &str, recipients: &[&str], diagnostic: &str) -> String {
+    let bounced: Vec<Value> = recipients
+        .iter()
+        .map(|r| json!({"emailAddress": r, "action": "failed", "status": "5.1.1", "diagnosticCode": diagnostic}))
+        .collect();
+    json!({
+        "eventType": "Bounce",
+        "mail": {"messageId": message_id, "destination": recipients, "timestamp": "2026-11-29T10:00:00.000Z"},
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": bounced, "timestamp": "2026-11-29T10:00:02.000Z"}
+    })
+    .to_string()
+}
+
+fn delivery_of(message_id: &str, recipients: &[&str]) -> String {
+    json!({
+        "eventType": "Delivery",
+        "mail": {"messageId": message_id, "destination": recipients, "timestamp": "2026-11-29T10:00:00.000Z"},
+        "delivery": {"timestamp": "2026-11-29T10:05:00.000Z", "recipients": recipients}
+    })
+    .to_string()
+}
+
+async fn suppressed(log: &dyn DeliveryLog, address: &str) -> bool {
+    log.suppression(&Recipient::parse(address).unwrap())
+        .await
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_bounce_suppresses_the_mailbox_that_bounced_not_its_untagged_relative() {
+    for (store, log, state) in both_logs() {
+        let id = sent(&*log, "victim+promo@corp.example", None).await;
+
+        let recorded = log
+            .record(
+                parse(&bounce_of(
+                    &id,
+                    &["victim+promo@corp.example"],
+                    "smtp; 550 5.1.1 <victim+promo@corp.example>: unknown tag",
+                ))
+                .unwrap(),
+            )
+            .await;
+
+        assert!(
+            matches!(recorded, Recorded::Known { ignored: 0, .. }),
+            "{store}: {recorded:?}"
+        );
+        assert!(
+            suppressed(&*log, "victim+promo@corp.example").await,
+            "{store}"
+        );
+        assert!(
+            suppressed(&*log, "VICTIM+promo@CORP.example").await,
+            "{store}"
+        );
+        assert!(!suppressed(&*log, "victim@corp.example").await, "{store}");
+        assert!(
+            !suppressed(&*log, "victim+other@corp.example").await,
+            "{store}"
+        );
+        let record = log.message(&id, Reader::Admin).await.unwrap();
+        assert_eq!(
+            record.events[0].diagnostic_code.as_deref(),
+            Some("smtp; 550 5.1.1 <v***@corp.example>: unknown tag"),
+            "{store}: the address SES quoted is masked"
+        );
+        assert!(
+            log.lift(&Recipient::parse("Victim+Promo@corp.example").unwrap())
+                .await,
+            "{store}"
+        );
+        assert!(
+            !suppressed(&*log, "victim+promo@corp.example").await,
+            "{store}"
+        );
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn forged_feedback_naming_other_recipients_suppresses_and_lifts_nobody_else() {
+    for (store, log, state) in both_logs() {
+        let ours = sent(&*log, "alice@corp.example", None).await;
+        let bob = sent(&*log, "bob@corp.example", None).await;
+        log.record(parse(&bounce_of(&bob, &["bob@corp.example"], "smtp; 550")).unwrap())
+            .await;
+        assert!(suppressed(&*log, "bob@corp.example").await, "{store}");
+
+        let strangers = [
+            "ceo@corp.example",
+            "cfo@corp.example",
+            "ALICE+x@corp.example",
+        ];
+        let forged = log
+            .record(parse(&bounce_of(&ours, &strangers, "smtp; 550")).unwrap())
+            .await;
+        let mixed = log
+            .record(
+                parse(&bounce_of(
+                    &ours,
+                    &["alice@corp.example", "cto@corp.example"],
+                    "smtp; 550",
+                ))
+                .unwrap(),
+            )
+            .await;
+        let lifted = log
+            .record(parse(&delivery_of(&ours, &["bob@corp.example"])).unwrap())
+            .await;
+
+        assert_eq!(forged, Recorded::OtherRecipients { ignored: 3 }, "{store}");
+        assert!(
+            matches!(mixed, Recorded::Known { ignored: 1, .. }),
+            "{store}: {mixed:?}"
+        );
+        assert_eq!(lifted, Recorded::OtherRecipients { ignored: 1 }, "{store}");
+        for stranger in [
+            "ceo@corp.example",
+            "cfo@corp.example",
+            "alice+x@corp.example",
+            "cto@corp.example",
+        ] {
+            assert!(!suppressed(&*log, stranger).await, "{store}: {stranger}");
+        }
+        assert!(
+            suppressed(&*log, "alice@corp.example").await,
+            "{store}: its own recipient"
+        );
+        assert!(
+            suppressed(&*log, "bob@corp.example").await,
+            "{store}: a forged delivery lifts nothing"
+        );
+        let record = log.message(&ours, Reader::Admin).await.unwrap();
+        assert_eq!(
+            record.events.len(),
+            1,
+            "{store}: only the event about alice: {record:?}"
+        );
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_huge_delay_events_keeps_the_status_small() {
+    for (store, log, state) in both_logs() {
+        let id = sent(&*log, "slow@corp.example", None).await;
+        let code = format!("smtp; 421 4.4.2 {}", "x".repeat(120 * 1024));
+        for i in 0..400 {
+            let delay = json!({
+                "eventType": "DeliveryDelay",
+                "mail": {"messageId": id, "destination": ["slow@corp.example"]},
+                "deliveryDelay": {"delayType": "TransientCommunicationFailure",
+                                  "timestamp": format!("2026-11-29T10:{:02}:{:02}.000Z", i / 60, i % 60),
+                                  "delayedRecipients": [{"emailAddress": "slow@corp.example", "diagnosticCode": code}]}
+            });
+            log.record(parse(&delay.to_string()).unwrap()).await;
+        }
+
+        let record = log.message(&id, Reader::Admin).await.unwrap();
+
+        let answer = serde_json::to_vec(&record).unwrap();
+        assert!(answer.len() <= 32 * 1024, "{store}: {} bytes", answer.len());
+        assert_eq!(record.events.len(), 20, "{store}");
+        assert_eq!(
+            record.events.last().unwrap().at,
+            "2026-11-29T10:06:39.000Z",
+            "{store}: the latest are kept"
+        );
+        assert!(record
+            .events
+            .iter()
+            .all(|e| e.diagnostic_code.as_ref().unwrap().len() <= 1024));
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn a_send_status_is_answered_only_to_the_token_that_sent_it() {
+    for (store, log, state) in both_logs() {
+        let (mine, theirs) = ([1u8; 32], [2u8; 32]);
+        let id = sent(&*log, "alice@corp.example", Some(mine)).await;
+        let unowned = sent(&*log, "bob@corp.example", None).await;
+
+        assert!(
+            log.message(&id, Reader::Token(&mine)).await.is_some(),
+            "{store}"
+        );
+        assert!(log.message(&id, Reader::Admin).await.is_some(), "{store}");
+        assert!(
+            log.message(&id, Reader::Token(&theirs)).await.is_none(),
+            "{store}"
+        );
+        assert!(
+            log.message(&unowned, Reader::Token(&mine)).await.is_none(),
+            "{store}"
+        );
+        assert!(
+            log.message(&unowned, Reader::Admin).await.is_some(),
+            "{store}"
+        );
+        still_shared(store, &state);
+    }
+}
