@@ -335,8 +335,26 @@ async fn notifications_on_an_sqs_queue_reach_the_send_and_suppress_the_bounced_r
 /// The service sending through moto from a verified `domain`, reading its feedback
 /// from `queue`.
 async fn app_reading(queue: &str, domain: &str) -> TestApp {
+    app_on(Some(queue), domain, None).await
+}
+
+/// The queue URL travels to the settings through the environment (`tune` is a plain
+/// function): one app is built at a time.
+static QUEUE_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The service sending through moto from a verified `domain`, reading its feedback
+/// from `queue` if one is given, with its state in `redis` if given.
+async fn app_on(
+    queue: Option<&str>,
+    domain: &str,
+    redis: Option<ses_connector::settings::RedisSettings>,
+) -> TestApp {
+    let _one_at_a_time = QUEUE_ENV.lock().await;
     std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
-    std::env::set_var("FEEDBACK_QUEUE", queue);
+    match queue {
+        Some(queue) => std::env::set_var("FEEDBACK_QUEUE", queue),
+        None => std::env::remove_var("FEEDBACK_QUEUE"),
+    }
     verify_domain(domain).await;
     let mut config = logto_config();
     config["emailAddress"] = json!(format!("noreply@{domain}"));
@@ -352,6 +370,7 @@ async fn app_reading(queue: &str, domain: &str) -> TestApp {
         config: Some(config),
         ses_endpoint: Some(moto_url()),
         tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+        redis,
         ..AppOptions::default()
     })
     .await
@@ -887,4 +906,57 @@ async fn a_send_status_is_answered_only_to_the_token_that_sent_it() {
         );
         still_shared(store, &state);
     }
+}
+
+// --- no bounce lost while Redis cannot answer ----------------------------------------
+
+#[tokio::test]
+async fn a_bounce_read_while_redis_is_paused_reaches_every_replica_once_redis_is_back() {
+    let domain = format!("paused-{}.example.com", uuid::Uuid::new_v4().simple());
+    let sqs = sqs().await;
+    // A short visibility timeout: a message left on the queue is read again soon.
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ses-paused-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let redis = redis_settings();
+    let reader = app_on(Some(&queue), &domain, Some(redis.clone())).await;
+    let other = app_on(None, &domain, Some(redis)).await;
+    let to = format!("bounced-{}@{domain}", uuid::Uuid::new_v4().simple());
+    let id = message_id(other.send(&signin(&to)).await).await;
+
+    // Redis stops answering, then the bounce arrives and the reader tries to record it.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(sns_wrapped(&ses_event("Bounce", &id, &to)))
+        .send()
+        .await
+        .unwrap();
+
+    // Once Redis is back, the replica that never read the queue knows of the bounce.
+    let record = record_when(&other, &id, "bounced").await;
+    assert_eq!(record["events"][0]["bounceType"], "Permanent");
+    error_of(other.send(&signin(&to)).await, 422, "recipient_suppressed").await;
+    let metrics = reader.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("ses_connector_feedback_unused_total{outcome=\"not_recorded\"}"),
+        "the first read found Redis paused and left the message: {metrics}"
+    );
 }
