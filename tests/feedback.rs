@@ -960,3 +960,143 @@ async fn a_bounce_read_while_redis_is_paused_reaches_every_replica_once_redis_is
         "the first read found Redis paused and left the message: {metrics}"
     );
 }
+
+// --- who may read a send's status, and what the logs say -----------------------------
+
+const OTHER_SEND_TOKEN: &str = "another-send-token-0123456789";
+
+#[tokio::test]
+async fn a_send_status_is_for_the_token_that_sent_it_and_admins() {
+    let fake = FakeSes::start().await;
+    fake.accepts("status-of-mine").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.tokens.send.push(OTHER_SEND_TOKEN.to_owned().into()),
+        ..AppOptions::default()
+    })
+    .await;
+    let id = message_id(app.send(&signin("alice@example.com")).await).await;
+    let path = format!("/v1/messages/{id}");
+
+    let mine = app.get(&path, Some(SEND_TOKEN)).await;
+    let admin = app.get(&path, Some(ADMIN_TOKEN)).await;
+    let theirs = app.get(&path, Some(OTHER_SEND_TOKEN)).await;
+    let unknown = app
+        .get("/v1/messages/never-sent", Some(OTHER_SEND_TOKEN))
+        .await;
+
+    assert_eq!(mine.status(), 200);
+    assert_eq!(admin.status(), 200);
+    let theirs = error_of(theirs, 404, "not_found").await;
+    let unknown = error_of(unknown, 404, "not_found").await;
+    assert_eq!(
+        theirs["message"], unknown["message"],
+        "someone else's send answers as an unknown one: {theirs}"
+    );
+}
+
+/// Everything the service logs in this test binary, as text.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_rejection_is_logged_with_the_address_masked_and_answered_as_ses_said() {
+    let logs = captured_logs();
+    let to = "sandboxed.person@example.com";
+    let reason = format!("Email address is not verified. The following identities failed the check in region US-EAST-1: {to}");
+    let fake = FakeSes::start().await;
+    fake.fails_with(400, "MessageRejected", &reason).await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+    let test_email = json!({"config": logto_config(), "to": to});
+
+    let sent = app.send(&signin(to)).await;
+    let tested = app
+        .post("/v1/test-email", Some(ADMIN_TOKEN), &test_email)
+        .await;
+
+    error_of(sent, 502, "invalid_response").await;
+    let tested = error_of(tested, 502, "invalid_response").await;
+    assert!(
+        tested.to_string().contains(&reason),
+        "the test email answers with SES's own words: {tested}"
+    );
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logs.contains("s***@example.com"), "{logs}");
+    assert!(!logs.contains(to), "{logs}");
+}
+
+// --- what the service says matches what it does --------------------------------------
+
+#[tokio::test]
+async fn the_suppression_status_counts_the_ses_list_a_send_is_checked_against() {
+    let fake = FakeSes::start().await;
+    fake.accepts("sent").await;
+    let listed = wiremock::ResponseTemplate::new(200).set_body_json(json!({
+        "SuppressedDestination": {"EmailAddress": "listed@example.com", "Reason": "BOUNCE",
+                                  "LastUpdateTime": 1764400000.0}
+    }));
+    list_answers(&fake, "listed", listed).await;
+    let not_found = wiremock::ResponseTemplate::new(404)
+        .insert_header("x-amzn-ErrorType", "NotFoundException")
+        .set_body_json(json!({"message": "not listed"}));
+    list_answers(&fake, "clean", not_found).await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.ses_suppression_check = true,
+        ..AppOptions::default()
+    })
+    .await;
+    let status = |address: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .get(&format!("/v1/suppressions/{address}"), Some(ADMIN_TOKEN))
+                .await;
+            assert_eq!(response.status(), 200, "{address}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    let listed = status("listed@example.com").await;
+    let clean = status("clean@example.com").await;
+
+    assert_eq!(listed["suppressed"], true, "{listed}");
+    assert_eq!(listed["suppression"]["reason"], "bounce", "{listed}");
+    error_of(
+        app.send(&signin("listed@example.com")).await,
+        422,
+        "recipient_suppressed",
+    )
+    .await;
+    assert_eq!(clean["suppressed"], false, "{clean}");
+    assert_eq!(app.send(&signin("clean@example.com")).await.status(), 200);
+}
