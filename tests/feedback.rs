@@ -1100,3 +1100,55 @@ async fn the_suppression_status_counts_the_ses_list_a_send_is_checked_against() 
     assert_eq!(clean["suppressed"], false, "{clean}");
     assert_eq!(app.send(&signin("clean@example.com")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_reload_that_moves_the_account_says_the_feedback_poller_needs_a_restart() {
+    let sqs = sqs().await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ses-reload-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut config = logto_config();
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    let app = {
+        let _one_at_a_time = QUEUE_ENV.lock().await;
+        std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
+        std::env::set_var("FEEDBACK_QUEUE", &queue);
+        spawn_app(AppOptions {
+            config_file: Some(file.path().to_owned()),
+            ses_endpoint: Some(moto_url()),
+            tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+            ..AppOptions::default()
+        })
+        .await
+    };
+    let reload = || async {
+        let response = app
+            .post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+
+    let unchanged = reload().await;
+    config["region"] = json!("eu-west-1");
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    let moved = reload().await;
+
+    assert!(unchanged.get("restart_needed").is_none(), "{unchanged}");
+    let restart = moved["restart_needed"].as_str().unwrap_or_default();
+    assert!(restart.contains("feedback queue"), "{moved}");
+}
