@@ -658,9 +658,12 @@ fn redis_settings() -> RedisSettings {
     }
 }
 
+/// A delivery log under test: its name, the log, and its Redis link if it has one.
+type Store = (&'static str, Arc<dyn DeliveryLog>, Option<Arc<RedisState>>);
+
 /// The memory log, and a Redis log whose link is returned to check it stayed up
 /// (a Redis log that fell back to memory would pass for the wrong reason).
-fn both_logs() -> Vec<(&'static str, Arc<dyn DeliveryLog>, Option<Arc<RedisState>>)> {
+fn both_logs() -> Vec<Store> {
     let state = RedisState::connect(&redis_settings()).unwrap();
     vec![
         (
