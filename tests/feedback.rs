@@ -913,14 +913,74 @@ async fn a_send_status_is_answered_only_to_the_token_that_sent_it() {
 
 // --- no bounce lost while Redis cannot answer ----------------------------------------
 
+/// A link to the test Redis that a test can cut and restore: for the replica behind
+/// it Redis stops answering and comes back, while other tests keep using the server.
+struct RedisLink {
+    url: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl RedisLink {
+    async fn open() -> Self {
+        let upstream = redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    // Closed at once, as a stopped Redis would refuse it.
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("redis://127.0.0.1:{port}/"),
+            cut,
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// Wait (bounded) until `/metrics` of `app` contains `needle`.
+async fn metric_appears(app: &TestApp, needle: &str) {
+    for _ in 0..300 {
+        let metrics = app.get("/metrics", None).await.text().await.unwrap();
+        if metrics.contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{needle} never appeared in /metrics");
+}
+
 #[tokio::test]
-async fn a_bounce_read_while_redis_is_paused_reaches_every_replica_once_redis_is_back() {
-    let domain = format!("paused-{}.example.com", uuid::Uuid::new_v4().simple());
+async fn a_complaint_read_while_redis_is_unreachable_reaches_every_replica_once_it_is_back() {
+    let domain = format!("cut-{}.example.com", uuid::Uuid::new_v4().simple());
     let sqs = sqs().await;
     // A short visibility timeout: a message left on the queue is read again soon.
     let queue = sqs
         .create_queue()
-        .queue_name(format!("ses-paused-{}", uuid::Uuid::new_v4().simple()))
+        .queue_name(format!("ses-cut-{}", uuid::Uuid::new_v4().simple()))
         .attributes(
             aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
             "1",
@@ -931,37 +991,49 @@ async fn a_bounce_read_while_redis_is_paused_reaches_every_replica_once_redis_is
         .queue_url
         .unwrap();
     let redis = redis_settings();
-    let reader = app_on(Some(&queue), &domain, Some(redis.clone())).await;
+    let link = RedisLink::open().await;
+    let behind_link = RedisSettings {
+        url: link.url.clone().into(),
+        ..redis.clone()
+    };
+    let reader = app_on(Some(&queue), &domain, Some(behind_link)).await;
     let other = app_on(None, &domain, Some(redis)).await;
-    let to = format!("bounced-{}@{domain}", uuid::Uuid::new_v4().simple());
+    let to = format!("complained-{}@{domain}", uuid::Uuid::new_v4().simple());
     let id = message_id(other.send(&signin(&to)).await).await;
 
-    // Redis stops answering, then the bounce arrives and the reader tries to record it.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("ALL")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    // The reader loses Redis, then the complaint arrives and the reader reads it.
+    link.set_cut(true);
+    let complaint = json!({
+        "notificationType": "Complaint",
+        "mail": {"messageId": id, "destination": [to], "timestamp": "2026-11-29T10:00:00.000Z"},
+        "complaint": {"complaintFeedbackType": "abuse", "timestamp": "2026-11-29T10:10:00.000Z",
+                      "complainedRecipients": [{"emailAddress": to}]}
+    });
     sqs.send_message()
         .queue_url(&queue)
-        .message_body(sns_wrapped(&ses_event("Bounce", &id, &to)))
+        .message_body(sns_wrapped(&complaint))
         .send()
         .await
         .unwrap();
+    metric_appears(
+        &reader,
+        "ses_connector_feedback_unused_total{outcome=\"not_recorded\"}",
+    )
+    .await;
+    let meanwhile: Value = other
+        .get(&format!("/v1/messages/{id}"), Some(SEND_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meanwhile["status"], "sent", "not recorded in Redis yet");
 
-    // Once Redis is back, the replica that never read the queue knows of the bounce.
-    let record = record_when(&other, &id, "bounced").await;
-    assert_eq!(record["events"][0]["bounceType"], "Permanent");
-    error_of(other.send(&signin(&to)).await, 422, "recipient_suppressed").await;
-    let metrics = reader.get("/metrics", None).await.text().await.unwrap();
-    assert!(
-        metrics.contains("ses_connector_feedback_unused_total{outcome=\"not_recorded\"}"),
-        "the first read found Redis paused and left the message: {metrics}"
-    );
+    // Once Redis is back, the replica that never read the queue knows of it.
+    link.set_cut(false);
+    let record = record_when(&other, &id, "complained").await;
+    assert_eq!(record["events"][0]["feedbackType"], "abuse");
+    let error = error_of(other.send(&signin(&to)).await, 422, "recipient_suppressed").await;
+    assert_eq!(error["suppression"]["reason"], "complaint");
 }
 
 // --- who may read a send's status, and what the logs say -----------------------------
