@@ -715,6 +715,22 @@ mod tests {
     }
 
     #[test]
+    fn ses_texts_are_masked_and_cut_on_a_character_boundary() {
+        let long = format!("smtp; 550 <someone@example.org> {}", "é".repeat(2000));
+        let bounce = json!({
+            "eventType": "Bounce",
+            "mail": {"messageId": "m-1", "destination": ["someone@example.org"]},
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "é".repeat(500),
+                       "bouncedRecipients": [{"emailAddress": "someone@example.org", "diagnosticCode": long}]}
+        });
+        let event = parse(&bounce.to_string()).unwrap().event;
+        let code = event.diagnostic_code.unwrap();
+        assert!(code.len() <= MAX_DIAGNOSTIC_BYTES, "{}", code.len());
+        assert!(code.starts_with("smtp; 550 <s***@example.org> é"), "{code}");
+        assert!(event.bounce_sub_type.unwrap().len() <= MAX_TEXT_BYTES);
+    }
+
+    #[test]
     fn unusable_bodies_say_why() {
         assert!(matches!(parse("not json"), Err(Unusable::NotJson(_))));
         assert!(matches!(parse("[1]"), Err(Unusable::NotSes(_))));
