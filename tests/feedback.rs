@@ -787,6 +787,35 @@ async fn a_bounce_suppresses_the_mailbox_that_bounced_not_its_untagged_relative(
 }
 
 #[tokio::test]
+async fn the_suppression_routes_use_the_address_that_bounced_with_its_tag() {
+    let app = dev_app().await;
+    message_id(
+        app.send(&signin("bounce+promo@simulator.amazonses.com"))
+            .await,
+    )
+    .await;
+    let status = |address: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.get(&format!("/v1/suppressions/{address}"), None).await;
+            response.json::<Value>().await.unwrap()["suppressed"].clone()
+        }
+    };
+
+    assert_eq!(status("BOUNCE+promo@SIMULATOR.amazonses.com").await, true);
+    assert_eq!(status("bounce@simulator.amazonses.com").await, false);
+    assert_eq!(status("bounce+other@simulator.amazonses.com").await, false);
+    let lifted = app
+        .client
+        .delete(app.url("/v1/suppressions/Bounce+Promo@simulator.amazonses.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    assert_eq!(status("bounce+promo@simulator.amazonses.com").await, false);
+}
+
+#[tokio::test]
 async fn forged_feedback_naming_other_recipients_suppresses_and_lifts_nobody_else() {
     for (store, log, state) in both_logs() {
         let ours = sent(&*log, "alice@corp.example", None).await;
