@@ -81,6 +81,25 @@ impl Recipient {
         let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase());
         format!("{}@{domain}", local.to_lowercase())
     }
+
+    /// The mailbox this address names, for suppression: see [`suppression_key`].
+    pub fn suppression_key(&self) -> String {
+        suppression_key(&self.0)
+    }
+}
+
+/// The key a mailbox is suppressed under, from an address as sent or as SES reported
+/// it: the domain lower-cased and IDNA-normalised, the local part case-folded,
+/// nothing else removed. Unlike [`Recipient::limit_key`], `victim+promo@corp.example`
+/// and `victim@corp.example` stay apart: a server that hard-bounces one tag says
+/// nothing of the mailbox without it.
+pub fn suppression_key(address: &str) -> String {
+    let address = address.trim();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address.to_lowercase();
+    };
+    let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase());
+    format!("{}@{domain}", local.to_lowercase())
 }
 
 impl fmt::Debug for Recipient {
@@ -269,6 +288,45 @@ pub fn mask(address: &str) -> String {
     }
 }
 
+/// `text` with every address in it masked as [`mask`] does (`u***@example.com`):
+/// SES's diagnostic codes and error messages often name the recipient in full.
+pub fn mask_addresses(text: &str) -> Cow<'_, str> {
+    if !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let is_local = |c: char| c.is_alphanumeric() || "._%+-!#$&'*/=?^`{|}~".contains(c);
+    let is_domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let (before, after) = (&rest[..at], &rest[at + 1..]);
+        let local_start = before
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_local(*c))
+            .last()
+            .map_or(before.len(), |(i, _)| i);
+        let domain_len = after
+            .char_indices()
+            .take_while(|(_, c)| is_domain(*c))
+            .last()
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        // A sentence may end right after the address.
+        let domain = after[..domain_len].trim_end_matches(['.', '-']);
+        let local = &before[local_start..];
+        if local.is_empty() || domain.is_empty() {
+            masked.push_str(&rest[..=at]);
+            rest = after;
+            continue;
+        }
+        masked.push_str(&before[..local_start]);
+        masked.push_str(&mask(&format!("{local}@{domain}")));
+        rest = &after[domain.len()..];
+    }
+    masked.push_str(rest);
+    Cow::Owned(masked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +467,54 @@ mod tests {
         assert_eq!(mask("user@example.com"), "u***@example.com");
         let recipient = Recipient::parse("alice@example.org").unwrap();
         assert_eq!(format!("{recipient:?}"), "Recipient(a***@example.org)");
+    }
+
+    #[test]
+    fn suppression_keeps_tags_apart_and_folds_only_case() {
+        let key = |a: &str| Recipient::parse(a).unwrap().suppression_key();
+        assert_eq!(
+            key("victim+promo@corp.example"),
+            "victim+promo@corp.example"
+        );
+        assert_eq!(
+            key("VICTIM+promo@CORP.example"),
+            "victim+promo@corp.example"
+        );
+        assert_ne!(key("victim+promo@corp.example"), key("victim@corp.example"));
+        assert_eq!(key("\"Victim\"@corp.example"), "\"victim\"@corp.example");
+        assert_eq!(
+            suppression_key("a@B\u{fc}cher.example"),
+            "a@xn--bcher-kva.example"
+        );
+        // Rate limits still fold tags.
+        assert_eq!(
+            Recipient::parse("victim+promo@corp.example")
+                .unwrap()
+                .limit_key(),
+            "victim@corp.example"
+        );
+    }
+
+    #[test]
+    fn addresses_inside_free_text_are_masked() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: user@example.com",
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: u***@example.com",
+            ),
+            (
+                "smtp; 550 5.1.1 <victim+promo@corp.example>: Recipient address rejected.",
+                "smtp; 550 5.1.1 <v***@corp.example>: Recipient address rejected.",
+            ),
+            (
+                "sent to a@x.org. And b.c@y.example",
+                "sent to a***@x.org. And b***@y.example",
+            ),
+            ("no address here @ all", "no address here @ all"),
+            ("", ""),
+        ];
+        for (text, masked) in cases {
+            assert_eq!(mask_addresses(text), *masked, "{text}");
+        }
     }
 }

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::address::Recipient;
+use crate::address::{mask_addresses, suppression_key, Recipient};
 use crate::connector::UsageType;
 use crate::mailer::BoxFuture;
 
@@ -87,6 +88,31 @@ pub enum Unusable {
 
 /// Recipients read from one notification (SES sends to at most 50 per message).
 const MAX_RECIPIENTS: usize = 50;
+/// Longest diagnostic code kept, in bytes (SES passes on what the remote server said).
+pub const MAX_DIAGNOSTIC_BYTES: usize = 1024;
+/// Longest other text kept from a notification, in bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Events kept per message: the latest ones.
+pub const MAX_EVENTS: usize = 20;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// SES's free text, as kept: addresses masked, then bounded.
+fn ses_text(text: &str, max: usize) -> String {
+    // Bound before masking too, so a huge text costs no more than a short one.
+    let head = bounded(text.chars().take(max).collect(), max * 2);
+    bounded(mask_addresses(&head).into_owned(), max)
+}
 
 /// Parse one queue message body: an SNS notification wrapping the SES JSON, or the
 /// SES JSON itself (raw message delivery); SES's event-publishing format
@@ -120,13 +146,23 @@ pub fn parse(body: &str) -> Result<Notification, Unusable> {
         .ok_or_else(|| Unusable::NotSes("no mail.messageId".into()))?
         .to_owned();
     let destination: Vec<String> = strings(mail.get("destination"));
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(|t| ses_text(t, MAX_TEXT_BYTES))
+    };
+    let diagnostic = |v: &Value| {
+        v.get("diagnosticCode")
+            .and_then(Value::as_str)
+            .map(|t| ses_text(t, MAX_DIAGNOSTIC_BYTES))
+    };
     let addresses = |list: Option<&Value>| -> Vec<String> {
         list.and_then(Value::as_array)
             .map(|items| {
                 items
                     .iter()
                     .filter_map(|r| r.get("emailAddress").and_then(Value::as_str))
+                    .filter(|a| a.len() <= MAX_TEXT_BYTES)
                     .take(MAX_RECIPIENTS)
                     .map(str::to_owned)
                     .collect()
@@ -160,7 +196,7 @@ pub fn parse(body: &str) -> Result<Notification, Unusable> {
             event.diagnostic_code = bounce
                 .get("bouncedRecipients")
                 .and_then(Value::as_array)
-                .and_then(|r| r.iter().find_map(|r| text(r, "diagnosticCode")));
+                .and_then(|r| r.iter().find_map(diagnostic));
             (
                 addresses(bounce.get("bouncedRecipients")),
                 text(&bounce, "timestamp"),
@@ -187,7 +223,7 @@ pub fn parse(body: &str) -> Result<Notification, Unusable> {
             event.diagnostic_code = delay
                 .get("delayedRecipients")
                 .and_then(Value::as_array)
-                .and_then(|r| r.iter().find_map(|r| text(r, "diagnosticCode")));
+                .and_then(|r| r.iter().find_map(diagnostic));
             (
                 addresses(delay.get("delayedRecipients")),
                 text(&delay, "timestamp"),
@@ -221,6 +257,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
             items
                 .iter()
                 .filter_map(Value::as_str)
+                .filter(|a| a.len() <= MAX_TEXT_BYTES)
                 .take(MAX_RECIPIENTS)
                 .map(str::to_owned)
                 .collect()
@@ -293,19 +330,50 @@ pub trait SuppressionList: Send + Sync {
 /// What recording a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// Tied to a send of ours, of this usage type.
-    Known(UsageType),
+    /// Tied to a send of ours, of this usage type; `ignored` other recipients named
+    /// in the notification were not the send's and were left alone.
+    Known {
+        usage_type: UsageType,
+        ignored: usize,
+    },
     /// A message id this service did not send (or no longer remembers).
     UnknownMessage,
+    /// A send of ours, but the notification names only recipients it was not sent
+    /// to (`ignored` of them): forged or misrouted, nothing recorded.
+    OtherRecipients { ignored: usize },
+    /// The store every replica reads could not be written: leave the queue message
+    /// for SQS to hand out again.
+    NotRecorded,
+}
+
+/// Who asks for a message's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader<'a> {
+    /// An admin (or dev mode without tokens): any message.
+    Admin,
+    /// A send token, by the digest the auth layer keeps: only the sends it made.
+    Token(&'a [u8; 32]),
 }
 
 /// Where sends and their feedback are kept: memory, or a shared store later.
 pub trait DeliveryLog: Send + Sync {
-    /// Remember a send.
-    fn sent(&self, record: MessageRecord, recipient: &Recipient) -> BoxFuture<'_, ()>;
-    /// Add what SES reported; suppress or lift recipients accordingly.
+    /// Remember a send to `recipient`, made by the send token `sender` (`None`: no
+    /// token, as in dev mode, the CLI or an admin's test email).
+    fn sent(
+        &self,
+        record: MessageRecord,
+        recipient: &Recipient,
+        sender: Option<[u8; 32]>,
+    ) -> BoxFuture<'_, ()>;
+    /// Add what SES reported about the send's own recipient; suppress or lift it
+    /// accordingly. Other recipients a notification names are ignored.
     fn record(&self, notification: Notification) -> BoxFuture<'_, Recorded>;
-    fn message<'a>(&'a self, message_id: &'a str) -> BoxFuture<'a, Option<MessageRecord>>;
+    /// The send and its events, if `reader` may see it.
+    fn message<'a>(
+        &'a self,
+        message_id: &'a str,
+        reader: Reader<'a>,
+    ) -> BoxFuture<'a, Option<MessageRecord>>;
     /// The recipient's suppression, if its last event was a permanent bounce or a complaint.
     fn suppression<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, Option<Suppression>>;
     /// Lift a suppression; `true` when there was one.
@@ -386,34 +454,81 @@ fn warn_once(flag: &std::sync::atomic::AtomicBool, over: bool, log: impl FnOnce(
     }
 }
 
-/// In-memory delivery log: bounded in count, sends kept 7 days.
+/// A send as the memory log keeps it: the record, and who may see and change it.
+struct Kept {
+    record: MessageRecord,
+    /// Salted digest of the recipient's suppression key.
+    recipient: [u8; 32],
+    sender: Option<[u8; 32]>,
+}
+
+/// Bytes a kept send takes, roughly: its strings and a fixed overhead.
+fn weight(kept: &Kept) -> u32 {
+    let record = &kept.record;
+    let events: usize = record
+        .events
+        .iter()
+        .map(|e| {
+            64 + e.at.len()
+                + [
+                    &e.bounce_type,
+                    &e.bounce_sub_type,
+                    &e.diagnostic_code,
+                    &e.feedback_type,
+                    &e.reason,
+                ]
+                .iter()
+                .map(|t| t.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+        })
+        .sum();
+    let bytes = 256 + record.message_id.len() * 2 + record.recipient.len() + events;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// In-memory delivery log: bounded in bytes, sends kept 7 days.
 pub struct MemoryDeliveryLog {
-    messages: moka::sync::Cache<String, Arc<std::sync::Mutex<MessageRecord>>>,
+    messages: moka::sync::Cache<String, Arc<std::sync::Mutex<Kept>>>,
     suppressed: moka::sync::Cache<[u8; 32], Suppression>,
+    /// Per-process key of the recipient digests.
+    mac: Hmac<Sha256>,
     reputation: Reputation,
 }
 
+/// Suppressions kept in memory at most (a few dozen bytes each).
+const MAX_SUPPRESSIONS: u64 = 100_000;
+
 impl MemoryDeliveryLog {
-    pub fn new(max_messages: u64) -> Self {
+    /// A log holding about `max_bytes` of sends and their events.
+    pub fn new(max_bytes: u64) -> Self {
+        let salt = [
+            uuid::Uuid::new_v4().into_bytes(),
+            uuid::Uuid::new_v4().into_bytes(),
+        ]
+        .concat();
         Self {
             messages: moka::sync::Cache::builder()
-                .max_capacity(max_messages)
+                .max_capacity(max_bytes)
+                .weigher(|_, kept: &Arc<std::sync::Mutex<Kept>>| {
+                    weight(&kept.lock().unwrap_or_else(|e| e.into_inner()))
+                })
                 .time_to_live(RETENTION)
                 .build(),
             suppressed: moka::sync::Cache::builder()
-                .max_capacity(max_messages)
+                .max_capacity(MAX_SUPPRESSIONS)
                 .build(),
+            mac: Hmac::<Sha256>::new_from_slice(&salt).expect("HMAC takes a key of any length"),
             reputation: Reputation::default(),
         }
     }
-}
 
-/// The key a recipient is suppressed under: its canonical mailbox, hashed.
-fn recipient_key(address: &str) -> [u8; 32] {
-    let canonical = Recipient::parse(address)
-        .map(|r| r.limit_key())
-        .unwrap_or_else(|_| address.to_ascii_lowercase());
-    Sha256::digest(canonical.as_bytes()).into()
+    /// The key a mailbox is known by here: its suppression key, digested with this
+    /// process's salt.
+    fn recipient_key(&self, address: &str) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(suppression_key(address).as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// A message's status: its latest event's, as SES reports them in order.
@@ -421,12 +536,60 @@ fn status_of(events: &[Event]) -> Status {
     events.last().map_or(Status::Sent, |e| e.kind)
 }
 
+/// Add `event` to `events` unless it is there already (SES may deliver a
+/// notification twice), in time order, keeping the latest [`MAX_EVENTS`].
+/// `true` when it was new.
+pub(crate) fn add_event(events: &mut Vec<Event>, event: &Event) -> bool {
+    if events.contains(event) {
+        return false;
+    }
+    events.push(event.clone());
+    events.sort_by(|a, b| a.at.cmp(&b.at));
+    if events.len() > MAX_EVENTS {
+        events.drain(..events.len() - MAX_EVENTS);
+    }
+    true
+}
+
+/// What an event does to its recipient's suppression.
+pub(crate) enum SuppressionChange {
+    Suppress(Suppression),
+    Lift,
+    None,
+}
+
+impl SuppressionChange {
+    pub(crate) fn of(event: &Event) -> Self {
+        let reason = match (event.kind, event.bounce_type.as_deref()) {
+            (Status::Bounced, Some("Permanent")) => SuppressionReason::Bounce,
+            (Status::Complained, _) => SuppressionReason::Complaint,
+            // A later delivery shows the mailbox works again.
+            (Status::Delivered, _) => return SuppressionChange::Lift,
+            _ => return SuppressionChange::None,
+        };
+        SuppressionChange::Suppress(Suppression {
+            reason,
+            since: event.at.clone(),
+        })
+    }
+}
+
 impl DeliveryLog for MemoryDeliveryLog {
-    fn sent(&self, record: MessageRecord, _recipient: &Recipient) -> BoxFuture<'_, ()> {
+    fn sent(
+        &self,
+        record: MessageRecord,
+        recipient: &Recipient,
+        sender: Option<[u8; 32]>,
+    ) -> BoxFuture<'_, ()> {
         self.reputation.count(1, 0, 0);
+        let kept = Kept {
+            recipient: self.recipient_key(recipient.as_str()),
+            sender,
+            record,
+        };
         self.messages.insert(
-            record.message_id.clone(),
-            Arc::new(std::sync::Mutex::new(record)),
+            kept.record.message_id.clone(),
+            Arc::new(std::sync::Mutex::new(kept)),
         );
         Box::pin(std::future::ready(()))
     }
@@ -435,19 +598,26 @@ impl DeliveryLog for MemoryDeliveryLog {
         let Some(entry) = self.messages.get(&notification.message_id) else {
             return Box::pin(std::future::ready(Recorded::UnknownMessage));
         };
-        let (usage_type, new) = {
-            let mut record = entry.lock().unwrap_or_else(|e| e.into_inner());
-            // SES may deliver a notification twice: keep one of each.
-            let new = !record.events.contains(&notification.event) && record.events.len() < 50;
-            if new {
-                record.events.push(notification.event.clone());
-                record.events.sort_by(|a, b| a.at.cmp(&b.at));
-                record.status = status_of(&record.events);
+        let event = &notification.event;
+        let (usage_type, new, ours, ignored) = {
+            let mut kept = entry.lock().unwrap_or_else(|e| e.into_inner());
+            let (ours, ignored): (Vec<&String>, Vec<&String>) = notification
+                .recipients
+                .iter()
+                .partition(|a| self.recipient_key(a) == kept.recipient);
+            if ours.is_empty() && !ignored.is_empty() {
+                return Box::pin(std::future::ready(Recorded::OtherRecipients {
+                    ignored: ignored.len(),
+                }));
             }
-            (record.usage_type, new)
+            let new = add_event(&mut kept.record.events, event);
+            kept.record.status = status_of(&kept.record.events);
+            (kept.record.usage_type, new, ours.len(), ignored.len())
         };
         if new {
-            let event = &notification.event;
+            // Weighed again, now with its new event.
+            self.messages
+                .insert(notification.message_id.clone(), entry.clone());
             let hard_bounce =
                 event.kind == Status::Bounced && event.bounce_type.as_deref() == Some("Permanent");
             let complaint = event.kind == Status::Complained;
@@ -456,47 +626,45 @@ impl DeliveryLog for MemoryDeliveryLog {
                     .count(0, u64::from(hard_bounce), u64::from(complaint));
             }
         }
-        let event = &notification.event;
-        for address in &notification.recipients {
-            let key = recipient_key(address);
-            match (event.kind, event.bounce_type.as_deref()) {
-                (Status::Bounced, Some("Permanent")) => self.suppressed.insert(
-                    key,
-                    Suppression {
-                        reason: SuppressionReason::Bounce,
-                        since: event.at.clone(),
-                    },
-                ),
-                (Status::Complained, _) => self.suppressed.insert(
-                    key,
-                    Suppression {
-                        reason: SuppressionReason::Complaint,
-                        since: event.at.clone(),
-                    },
-                ),
-                // A later delivery shows the mailbox works again.
-                (Status::Delivered, _) => self.suppressed.invalidate(&key),
-                _ => {}
+        if ours > 0 {
+            let key = entry.lock().unwrap_or_else(|e| e.into_inner()).recipient;
+            match SuppressionChange::of(event) {
+                SuppressionChange::Suppress(suppression) => {
+                    self.suppressed.insert(key, suppression)
+                }
+                SuppressionChange::Lift => self.suppressed.invalidate(&key),
+                SuppressionChange::None => {}
             }
         }
-        Box::pin(std::future::ready(Recorded::Known(usage_type)))
+        Box::pin(std::future::ready(Recorded::Known {
+            usage_type,
+            ignored,
+        }))
     }
 
-    fn message<'a>(&'a self, message_id: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
-        let record = self
-            .messages
-            .get(message_id)
-            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    fn message<'a>(
+        &'a self,
+        message_id: &'a str,
+        reader: Reader<'a>,
+    ) -> BoxFuture<'a, Option<MessageRecord>> {
+        let record = self.messages.get(message_id).and_then(|kept| {
+            let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            let allowed = match reader {
+                Reader::Admin => true,
+                Reader::Token(token) => kept.sender.as_ref() == Some(token),
+            };
+            allowed.then(|| kept.record.clone())
+        });
         Box::pin(std::future::ready(record))
     }
 
     fn suppression<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, Option<Suppression>> {
-        let found = self.suppressed.get(&recipient_key(recipient.as_str()));
+        let found = self.suppressed.get(&self.recipient_key(recipient.as_str()));
         Box::pin(std::future::ready(found))
     }
 
     fn lift<'a>(&'a self, recipient: &'a Recipient) -> BoxFuture<'a, bool> {
-        let key = recipient_key(recipient.as_str());
+        let key = self.recipient_key(recipient.as_str());
         let was = self.suppressed.remove(&key).is_some();
         Box::pin(std::future::ready(was))
     }
@@ -544,6 +712,22 @@ mod tests {
             assert_eq!(n.event.kind, Status::Complained);
             assert_eq!(n.event.feedback_type.as_deref(), Some("abuse"));
         }
+    }
+
+    #[test]
+    fn ses_texts_are_masked_and_cut_on_a_character_boundary() {
+        let long = format!("smtp; 550 <someone@example.org> {}", "é".repeat(2000));
+        let bounce = json!({
+            "eventType": "Bounce",
+            "mail": {"messageId": "m-1", "destination": ["someone@example.org"]},
+            "bounce": {"bounceType": "Permanent", "bounceSubType": "é".repeat(500),
+                       "bouncedRecipients": [{"emailAddress": "someone@example.org", "diagnosticCode": long}]}
+        });
+        let event = parse(&bounce.to_string()).unwrap().event;
+        let code = event.diagnostic_code.unwrap();
+        assert!(code.len() <= MAX_DIAGNOSTIC_BYTES, "{}", code.len());
+        assert!(code.starts_with("smtp; 550 <s***@example.org> é"), "{code}");
+        assert!(event.bounce_sub_type.unwrap().len() <= MAX_TEXT_BYTES);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::builtin;
 use crate::connector::{ConnectorConfig, ValidationReport};
 use crate::service::EmailService;
-use crate::settings::{ConfigSource, Settings};
+use crate::settings::{ConfigSource, Settings, Transport};
 use crate::telemetry::names;
 
 /// Why a config could not be (re)loaded.
@@ -55,6 +55,33 @@ pub struct ConfigLoader {
     /// Set while a read is under way on a blocking thread, so that a source that
     /// hangs (a FIFO, a dead network mount) ties up one thread, not one per reload.
     reading: Arc<AtomicBool>,
+    /// Whether a feedback poller reads SQS with the account of the config it
+    /// started with.
+    feedback_poller: bool,
+}
+
+/// A config swapped in, and what of it needs a restart to take effect.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Arc<ConnectorConfig>,
+    pub restart_needed: Option<String>,
+}
+
+/// What a reload cannot move: the feedback poller keeps the SQS client it was started
+/// with, so new credentials or a new region reach it only with a restart.
+const POLLER_RESTART: &str = "the config's credentials or region changed: sends use the new ones, but the feedback queue is still read with those the service started with until it is restarted";
+
+/// Whether two configs reach AWS as the same account and region.
+fn same_account(a: &ConnectorConfig, b: &ConnectorConfig) -> bool {
+    let credentials = match (&a.credentials, &b.credentials) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.access_key_id == b.access_key_id
+                && a.secret_access_key.expose_secret() == b.secret_access_key.expose_secret()
+        }
+        _ => false,
+    };
+    credentials && a.region == b.region
 }
 
 impl ConfigLoader {
@@ -65,6 +92,8 @@ impl ConfigLoader {
             access_key_secret: settings.access_key_secret.clone(),
             read_timeout: settings.config_read_timeout,
             reading: Arc::new(AtomicBool::new(false)),
+            feedback_poller: settings.feedback_queue_url.is_some()
+                && settings.transport == Transport::Ses,
         }
     }
 
@@ -108,7 +137,7 @@ impl ConfigLoader {
         &self,
         service: &EmailService,
         trigger: Trigger,
-    ) -> Result<Arc<ConnectorConfig>, ReloadError> {
+    ) -> Result<Reloaded, ReloadError> {
         let label = trigger.label();
         match self.load().await {
             Ok(config) => {
@@ -120,9 +149,18 @@ impl ConfigLoader {
                     "config reloaded on {}",
                     trigger.name()
                 );
+                let restart_needed = (self.feedback_poller
+                    && !same_account(&service.config(), &config))
+                .then(|| POLLER_RESTART.to_owned());
+                if let Some(restart) = &restart_needed {
+                    tracing::warn!(trigger = label, "{restart}");
+                }
                 let config = Arc::new(config);
                 service.replace_config(config.clone());
-                Ok(config)
+                Ok(Reloaded {
+                    config,
+                    restart_needed,
+                })
             }
             Err(ReloadError::Invalid(report)) => {
                 metrics::counter!(names::RELOADS, "outcome" => "invalid", "trigger" => label)

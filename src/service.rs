@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
-use crate::address::{Mailbox, Recipient};
+use crate::address::{mask_addresses, Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
@@ -124,8 +124,15 @@ pub const SES_SUPPRESSION_TTL: Duration = Duration::from_secs(300);
 /// Longest wait for SES's suppression list before sending without its answer.
 const SES_SUPPRESSION_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Sends remembered for `GET /v1/messages/{id}` (7 days at most).
-pub const DELIVERY_LOG_CAPACITY: u64 = 100_000;
+/// Bytes of sends and their events remembered for `GET /v1/messages/{id}` (7 days
+/// at most; a send is about 300 bytes, its events at most about 30 KiB).
+pub const DELIVERY_LOG_CAPACITY: u64 = 64 * 1024 * 1024;
+
+tokio::task_local! {
+    /// The send token a send is made for (the auth layer's digest of it), set by the
+    /// HTTP layer around the send so the delivery record keeps who may read it.
+    pub static SENDER: Option<[u8; 32]>;
+}
 
 impl SuppressionPolicy {
     pub fn label(self) -> &'static str {
@@ -211,7 +218,7 @@ impl EmailService {
         self.deliveries.lift(recipient).await;
         let cache = self.ses_suppressions.as_ref()?;
         let list = self.mailer.suppression_list()?;
-        let address = recipient.as_str().to_ascii_lowercase();
+        let address = recipient.suppression_key();
         cache.invalidate(&address);
         let config = self.config();
         let account = Account {
@@ -228,14 +235,14 @@ impl EmailService {
     }
 
     /// The recipient's suppression: this service's own, else (when asked) SES's
-    /// account-level list.
-    async fn suppression_of(&self, recipient: &Recipient) -> Option<Suppression> {
+    /// account-level list; what a send to it is checked against.
+    pub async fn suppression_of(&self, recipient: &Recipient) -> Option<Suppression> {
         if let Some(own) = self.deliveries.suppression(recipient).await {
             return Some(own);
         }
         let cache = self.ses_suppressions.as_ref()?;
         let list = self.mailer.suppression_list()?;
-        let address = recipient.as_str().to_ascii_lowercase();
+        let address = recipient.suppression_key();
         if let Some(answer) = cache.get(&address) {
             return answer;
         }
@@ -256,7 +263,7 @@ impl EmailService {
             }
             Ok(Err(error)) => {
                 metrics::counter!(names::SUPPRESSION_LOOKUP_ERRORS).increment(1);
-                tracing::warn!(%error, "could not ask SES's suppression list; sending");
+                tracing::warn!(error = %mask_addresses(&error), "could not ask SES's suppression list; sending");
                 None
             }
             Err(_) => {
@@ -401,7 +408,7 @@ impl EmailService {
                 recipient = %to.masked(),
                 outcome = outcome(error),
                 ses_latency_ms = latency_ms,
-                error = %error,
+                error = %mask_addresses(&error.to_string()),
                 "email not sent"
             ),
         }
@@ -425,7 +432,8 @@ impl EmailService {
             status: crate::feedback::Status::Sent,
             events: Vec::new(),
         };
-        self.deliveries.sent(record, to).await;
+        let sender = SENDER.try_with(|sender| *sender).ok().flatten();
+        self.deliveries.sent(record, to, sender).await;
         if let Some(notification) = self.mailer.simulated_feedback(message_id, to) {
             self.deliveries.record(notification).await;
         }

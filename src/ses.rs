@@ -19,7 +19,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriorit
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::address::Mailbox;
+use crate::address::{mask_addresses, Mailbox};
 use crate::doctor::{AccountProbe, IdentityFacts, ProbeError};
 use crate::feedback::{Suppression, SuppressionList, SuppressionReason};
 use crate::mailer::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
@@ -325,17 +325,18 @@ fn classify(
         SdkError::TimeoutError(_) => SendError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => SendError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_user() => SendError::Internal {
-            detail: format!("{}", DisplayErrorContext(&err)),
+            // Logged, not returned: no address in clear.
+            detail: mask_addresses(&DisplayErrorContext(&err).to_string()).into_owned(),
         },
         // Refused, reset or dropped connections, and anything else on the wire.
         SdkError::DispatchFailure(_) => SendError::Unreachable {
-            detail: format!("{}", DisplayErrorContext(&err)),
+            detail: mask_addresses(&DisplayErrorContext(&err).to_string()).into_owned(),
         },
         SdkError::ResponseError(_) => SendError::Unreachable {
             detail: "SES sent an answer that could not be read".to_owned(),
         },
         _ => SendError::Internal {
-            detail: format!("{}", DisplayErrorContext(&err)),
+            detail: mask_addresses(&DisplayErrorContext(&err).to_string()).into_owned(),
         },
     }
 }

@@ -1,7 +1,8 @@
 //! The feedback queue: long-polls the SQS queue that SES notifications reach through
 //! SNS, records each in the delivery log, then deletes it. A message that is not a
-//! usable notification is counted, logged with its SQS id and deleted; SQS errors
-//! back off and retry. Trust comes from the queue's access policy: only what SES
+//! usable notification is counted, logged with its SQS id and deleted; one that
+//! could not be recorded where every replica reads it stays on the queue, and SQS
+//! hands it out again after its visibility timeout. SQS errors back off and retry. Trust comes from the queue's access policy: only what SES
 //! (through SNS) may write to it is read. The only module besides `ses` that speaks
 //! AWS.
 
@@ -48,7 +49,9 @@ pub async fn poll(client: Client, queue_url: String, log: Arc<dyn DeliveryLog>) 
         };
         for message in messages {
             let id = message.message_id().unwrap_or("?").to_owned();
-            handle(&*log, &id, message.body().unwrap_or_default()).await;
+            if !handle(&*log, &id, message.body().unwrap_or_default()).await {
+                continue;
+            }
             if let Some(receipt) = message.receipt_handle() {
                 if let Err(error) = client
                     .delete_message()
@@ -65,15 +68,20 @@ pub async fn poll(client: Client, queue_url: String, log: Arc<dyn DeliveryLog>) 
     }
 }
 
-/// Record one queue message; never fails.
-pub async fn handle(log: &dyn DeliveryLog, sqs_message_id: &str, body: &str) {
+/// Record one queue message; `true` when it is done with and may be deleted:
+/// recorded, or of no use whatever is tried again.
+pub async fn handle(log: &dyn DeliveryLog, sqs_message_id: &str, body: &str) -> bool {
     match feedback::parse(body) {
         Ok(notification) => {
             let event = notification.event.kind.as_str();
             match log.record(notification).await {
-                Recorded::Known(usage_type) => {
+                Recorded::Known {
+                    usage_type,
+                    ignored,
+                } => {
                     metrics::counter!(names::FEEDBACK_EVENTS, "event" => event, "usage_type" => usage_type.as_str())
                         .increment(1);
+                    ignored_recipients(sqs_message_id, ignored);
                 }
                 Recorded::UnknownMessage => {
                     metrics::counter!(names::FEEDBACK_UNUSED, "outcome" => "unknown_message")
@@ -82,6 +90,20 @@ pub async fn handle(log: &dyn DeliveryLog, sqs_message_id: &str, body: &str) {
                         sqs_message_id,
                         "SES feedback for a message this service did not send; deleted"
                     );
+                }
+                Recorded::OtherRecipients { ignored } => {
+                    metrics::counter!(names::FEEDBACK_UNUSED, "outcome" => "other_recipients")
+                        .increment(1);
+                    ignored_recipients(sqs_message_id, ignored);
+                }
+                Recorded::NotRecorded => {
+                    metrics::counter!(names::FEEDBACK_UNUSED, "outcome" => "not_recorded")
+                        .increment(1);
+                    tracing::warn!(
+                        sqs_message_id,
+                        "SES feedback could not be recorded; left on the queue for another try"
+                    );
+                    return false;
                 }
             }
         }
@@ -93,5 +115,18 @@ pub async fn handle(log: &dyn DeliveryLog, sqs_message_id: &str, body: &str) {
             metrics::counter!(names::FEEDBACK_UNUSED, "outcome" => "malformed").increment(1);
             tracing::warn!(sqs_message_id, reason = %why, "a feedback queue message is not an SES notification; deleted");
         }
+    }
+    true
+}
+
+/// Count recipients a notification named that its send was not made to.
+fn ignored_recipients(sqs_message_id: &str, ignored: usize) {
+    if ignored > 0 {
+        metrics::counter!(names::FEEDBACK_IGNORED_RECIPIENTS).increment(ignored as u64);
+        tracing::warn!(
+            sqs_message_id,
+            ignored,
+            "SES feedback named recipients its send was not made to; they were left alone"
+        );
     }
 }

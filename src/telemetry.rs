@@ -77,8 +77,11 @@ pub mod names {
     /// SES events read from the feedback queue, by `event` and `usage_type`.
     pub const FEEDBACK_EVENTS: &str = "ses_connector_feedback_events_total";
     /// Feedback queue messages that were not tied to a send, by `outcome`
-    /// (`unknown_message`, `malformed`, `ignored`).
+    /// (`unknown_message`, `other_recipients`, `malformed`, `ignored`, and
+    /// `not_recorded`: left on the queue to be read again).
     pub const FEEDBACK_UNUSED: &str = "ses_connector_feedback_unused_total";
+    /// Recipients named in feedback that their send was not made to, left alone.
+    pub const FEEDBACK_IGNORED_RECIPIENTS: &str = "ses_connector_feedback_ignored_recipients_total";
     /// 1 when SES sending is enabled for the account, 0 when paused.
     pub const SES_SENDING_ENABLED: &str = "ses_connector_ses_sending_enabled";
 }

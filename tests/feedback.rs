@@ -335,8 +335,26 @@ async fn notifications_on_an_sqs_queue_reach_the_send_and_suppress_the_bounced_r
 /// The service sending through moto from a verified `domain`, reading its feedback
 /// from `queue`.
 async fn app_reading(queue: &str, domain: &str) -> TestApp {
+    app_on(Some(queue), domain, None).await
+}
+
+/// The queue URL travels to the settings through the environment (`tune` is a plain
+/// function): one app is built at a time.
+static QUEUE_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The service sending through moto from a verified `domain`, reading its feedback
+/// from `queue` if one is given, with its state in `redis` if given.
+async fn app_on(
+    queue: Option<&str>,
+    domain: &str,
+    redis: Option<ses_connector::settings::RedisSettings>,
+) -> TestApp {
+    let _one_at_a_time = QUEUE_ENV.lock().await;
     std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
-    std::env::set_var("FEEDBACK_QUEUE", queue);
+    match queue {
+        Some(queue) => std::env::set_var("FEEDBACK_QUEUE", queue),
+        None => std::env::remove_var("FEEDBACK_QUEUE"),
+    }
     verify_domain(domain).await;
     let mut config = logto_config();
     config["emailAddress"] = json!(format!("noreply@{domain}"));
@@ -352,6 +370,7 @@ async fn app_reading(queue: &str, domain: &str) -> TestApp {
         config: Some(config),
         ses_endpoint: Some(moto_url()),
         tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+        redis,
         ..AppOptions::default()
     })
     .await
@@ -608,4 +627,632 @@ async fn ses_notifications_published_to_sns_reach_the_send_through_the_subscribe
     for to in [&bounced_to, &complained_to] {
         error_of(app.send(&signin(to)).await, 422, "recipient_suppressed").await;
     }
+}
+
+// --- who feedback is about, and how much of it is kept (both stores) ---------------
+
+use std::sync::Arc;
+
+use ses_connector::address::Recipient;
+use ses_connector::connector::UsageType;
+use ses_connector::feedback::{
+    parse, DeliveryLog, MemoryDeliveryLog, MessageRecord, Reader, Recorded, Status,
+};
+use ses_connector::settings::RedisSettings;
+use ses_connector::state::{RedisDeliveryLog, RedisState};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis")
+}
+
+fn redis_settings() -> RedisSettings {
+    RedisSettings {
+        url: redis_url().into(),
+        secret: "a-state-secret-of-32-characters-at-least".to_owned().into(),
+        prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+        required: false,
+        timeout: Duration::from_millis(200),
+    }
+}
+
+/// A delivery log under test: its name, the log, and its Redis link if it has one.
+type Store = (&'static str, Arc<dyn DeliveryLog>, Option<Arc<RedisState>>);
+
+/// The memory log, and a Redis log whose link is returned to check it stayed up
+/// (a Redis log that fell back to memory would pass for the wrong reason).
+fn both_logs() -> Vec<Store> {
+    let state = RedisState::connect(&redis_settings()).unwrap();
+    vec![
+        (
+            "memory",
+            Arc::new(MemoryDeliveryLog::new(64 * 1024 * 1024)) as Arc<dyn DeliveryLog>,
+            None,
+        ),
+        (
+            "redis",
+            Arc::new(RedisDeliveryLog::new(
+                state.clone(),
+                MemoryDeliveryLog::new(64 * 1024 * 1024),
+            )),
+            Some(state),
+        ),
+    ]
+}
+
+fn still_shared(store: &str, state: &Option<Arc<RedisState>>) {
+    if let Some(state) = state {
+        assert!(!state.is_degraded(), "{store}: Redis answered every call");
+    }
+}
+
+/// Remember a send of ours to `to`, by `sender`; its message id.
+async fn sent(log: &dyn DeliveryLog, to: &str, sender: Option<[u8; 32]>) -> String {
+    let id = format!("m-{}", uuid::Uuid::new_v4().simple());
+    let to = Recipient::parse(to).unwrap();
+    let record = MessageRecord {
+        message_id: id.clone(),
+        usage_type: UsageType::SignIn,
+        recipient: to.masked(),
+        sent_at: ses_connector::feedback::now(),
+        status: Status::Sent,
+        events: Vec::new(),
+    };
+    log.sent(record, &to, sender).await;
+    id
+}
+
+/// A permanent bounce of `message_id` naming `recipients`.
+fn bounce_of(message_id: &str, recipients: &[&str], diagnostic: &str) -> String {
+    let bounced: Vec<Value> = recipients
+        .iter()
+        .map(|r| json!({"emailAddress": r, "action": "failed", "status": "5.1.1", "diagnosticCode": diagnostic}))
+        .collect();
+    json!({
+        "eventType": "Bounce",
+        "mail": {"messageId": message_id, "destination": recipients, "timestamp": "2026-11-29T10:00:00.000Z"},
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": bounced, "timestamp": "2026-11-29T10:00:02.000Z"}
+    })
+    .to_string()
+}
+
+fn delivery_of(message_id: &str, recipients: &[&str]) -> String {
+    json!({
+        "eventType": "Delivery",
+        "mail": {"messageId": message_id, "destination": recipients, "timestamp": "2026-11-29T10:00:00.000Z"},
+        "delivery": {"timestamp": "2026-11-29T10:05:00.000Z", "recipients": recipients}
+    })
+    .to_string()
+}
+
+async fn suppressed(log: &dyn DeliveryLog, address: &str) -> bool {
+    log.suppression(&Recipient::parse(address).unwrap())
+        .await
+        .is_some()
+}
+
+#[tokio::test]
+async fn a_bounce_suppresses_the_mailbox_that_bounced_not_its_untagged_relative() {
+    for (store, log, state) in both_logs() {
+        let id = sent(&*log, "victim+promo@corp.example", None).await;
+
+        let recorded = log
+            .record(
+                parse(&bounce_of(
+                    &id,
+                    &["victim+promo@corp.example"],
+                    "smtp; 550 5.1.1 <victim+promo@corp.example>: unknown tag",
+                ))
+                .unwrap(),
+            )
+            .await;
+
+        assert!(
+            matches!(recorded, Recorded::Known { ignored: 0, .. }),
+            "{store}: {recorded:?}"
+        );
+        assert!(
+            suppressed(&*log, "victim+promo@corp.example").await,
+            "{store}"
+        );
+        assert!(
+            suppressed(&*log, "VICTIM+promo@CORP.example").await,
+            "{store}"
+        );
+        assert!(!suppressed(&*log, "victim@corp.example").await, "{store}");
+        assert!(
+            !suppressed(&*log, "victim+other@corp.example").await,
+            "{store}"
+        );
+        let record = log.message(&id, Reader::Admin).await.unwrap();
+        assert_eq!(
+            record.events[0].diagnostic_code.as_deref(),
+            Some("smtp; 550 5.1.1 <v***@corp.example>: unknown tag"),
+            "{store}: the address SES quoted is masked"
+        );
+        assert!(
+            log.lift(&Recipient::parse("Victim+Promo@corp.example").unwrap())
+                .await,
+            "{store}"
+        );
+        assert!(
+            !suppressed(&*log, "victim+promo@corp.example").await,
+            "{store}"
+        );
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn the_suppression_routes_use_the_address_that_bounced_with_its_tag() {
+    let app = dev_app().await;
+    message_id(
+        app.send(&signin("bounce+promo@simulator.amazonses.com"))
+            .await,
+    )
+    .await;
+    let status = |address: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.get(&format!("/v1/suppressions/{address}"), None).await;
+            response.json::<Value>().await.unwrap()["suppressed"].clone()
+        }
+    };
+
+    assert_eq!(status("BOUNCE+promo@SIMULATOR.amazonses.com").await, true);
+    assert_eq!(status("bounce@simulator.amazonses.com").await, false);
+    assert_eq!(status("bounce+other@simulator.amazonses.com").await, false);
+    let lifted = app
+        .client
+        .delete(app.url("/v1/suppressions/Bounce+Promo@simulator.amazonses.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 200);
+    assert_eq!(status("bounce+promo@simulator.amazonses.com").await, false);
+}
+
+#[tokio::test]
+async fn forged_feedback_naming_other_recipients_suppresses_and_lifts_nobody_else() {
+    for (store, log, state) in both_logs() {
+        let ours = sent(&*log, "alice@corp.example", None).await;
+        let bob = sent(&*log, "bob@corp.example", None).await;
+        log.record(parse(&bounce_of(&bob, &["bob@corp.example"], "smtp; 550")).unwrap())
+            .await;
+        assert!(suppressed(&*log, "bob@corp.example").await, "{store}");
+
+        let strangers = [
+            "ceo@corp.example",
+            "cfo@corp.example",
+            "ALICE+x@corp.example",
+        ];
+        let forged = log
+            .record(parse(&bounce_of(&ours, &strangers, "smtp; 550")).unwrap())
+            .await;
+        let mixed = log
+            .record(
+                parse(&bounce_of(
+                    &ours,
+                    &["alice@corp.example", "cto@corp.example"],
+                    "smtp; 550",
+                ))
+                .unwrap(),
+            )
+            .await;
+        let lifted = log
+            .record(parse(&delivery_of(&ours, &["bob@corp.example"])).unwrap())
+            .await;
+
+        assert_eq!(forged, Recorded::OtherRecipients { ignored: 3 }, "{store}");
+        assert!(
+            matches!(mixed, Recorded::Known { ignored: 1, .. }),
+            "{store}: {mixed:?}"
+        );
+        assert_eq!(lifted, Recorded::OtherRecipients { ignored: 1 }, "{store}");
+        for stranger in [
+            "ceo@corp.example",
+            "cfo@corp.example",
+            "alice+x@corp.example",
+            "cto@corp.example",
+        ] {
+            assert!(!suppressed(&*log, stranger).await, "{store}: {stranger}");
+        }
+        assert!(
+            suppressed(&*log, "alice@corp.example").await,
+            "{store}: its own recipient"
+        );
+        assert!(
+            suppressed(&*log, "bob@corp.example").await,
+            "{store}: a forged delivery lifts nothing"
+        );
+        let record = log.message(&ours, Reader::Admin).await.unwrap();
+        assert_eq!(
+            record.events.len(),
+            1,
+            "{store}: only the event about alice: {record:?}"
+        );
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_huge_delay_events_keeps_the_status_small() {
+    for (store, log, state) in both_logs() {
+        let id = sent(&*log, "slow@corp.example", None).await;
+        let code = format!("smtp; 421 4.4.2 {}", "x".repeat(120 * 1024));
+        for i in 0..400 {
+            let delay = json!({
+                "eventType": "DeliveryDelay",
+                "mail": {"messageId": id, "destination": ["slow@corp.example"]},
+                "deliveryDelay": {"delayType": "TransientCommunicationFailure",
+                                  "timestamp": format!("2026-11-29T10:{:02}:{:02}.000Z", i / 60, i % 60),
+                                  "delayedRecipients": [{"emailAddress": "slow@corp.example", "diagnosticCode": code}]}
+            });
+            log.record(parse(&delay.to_string()).unwrap()).await;
+        }
+
+        let record = log.message(&id, Reader::Admin).await.unwrap();
+
+        let answer = serde_json::to_vec(&record).unwrap();
+        assert!(answer.len() <= 32 * 1024, "{store}: {} bytes", answer.len());
+        assert_eq!(record.events.len(), 20, "{store}");
+        assert_eq!(
+            record.events.last().unwrap().at,
+            "2026-11-29T10:06:39.000Z",
+            "{store}: the latest are kept"
+        );
+        assert!(record
+            .events
+            .iter()
+            .all(|e| e.diagnostic_code.as_ref().unwrap().len() <= 1024));
+        still_shared(store, &state);
+    }
+}
+
+#[tokio::test]
+async fn a_send_status_is_answered_only_to_the_token_that_sent_it() {
+    for (store, log, state) in both_logs() {
+        let (mine, theirs) = ([1u8; 32], [2u8; 32]);
+        let id = sent(&*log, "alice@corp.example", Some(mine)).await;
+        let unowned = sent(&*log, "bob@corp.example", None).await;
+
+        assert!(
+            log.message(&id, Reader::Token(&mine)).await.is_some(),
+            "{store}"
+        );
+        assert!(log.message(&id, Reader::Admin).await.is_some(), "{store}");
+        assert!(
+            log.message(&id, Reader::Token(&theirs)).await.is_none(),
+            "{store}"
+        );
+        assert!(
+            log.message(&unowned, Reader::Token(&mine)).await.is_none(),
+            "{store}"
+        );
+        assert!(
+            log.message(&unowned, Reader::Admin).await.is_some(),
+            "{store}"
+        );
+        still_shared(store, &state);
+    }
+}
+
+// --- no bounce lost while Redis cannot answer ----------------------------------------
+
+/// A link to the test Redis that a test can cut and restore: for the replica behind
+/// it Redis stops answering and comes back, while other tests keep using the server.
+struct RedisLink {
+    url: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl RedisLink {
+    async fn open() -> Self {
+        let upstream = redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    // Closed at once, as a stopped Redis would refuse it.
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("redis://127.0.0.1:{port}/"),
+            cut,
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// Wait (bounded) until `/metrics` of `app` contains `needle`.
+async fn metric_appears(app: &TestApp, needle: &str) {
+    for _ in 0..300 {
+        let metrics = app.get("/metrics", None).await.text().await.unwrap();
+        if metrics.contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{needle} never appeared in /metrics");
+}
+
+#[tokio::test]
+async fn a_complaint_read_while_redis_is_unreachable_reaches_every_replica_once_it_is_back() {
+    let domain = format!("cut-{}.example.com", uuid::Uuid::new_v4().simple());
+    let sqs = sqs().await;
+    // A short visibility timeout: a message left on the queue is read again soon.
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ses-cut-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let redis = redis_settings();
+    let link = RedisLink::open().await;
+    let behind_link = RedisSettings {
+        url: link.url.clone().into(),
+        ..redis.clone()
+    };
+    let reader = app_on(Some(&queue), &domain, Some(behind_link)).await;
+    let other = app_on(None, &domain, Some(redis)).await;
+    let to = format!("complained-{}@{domain}", uuid::Uuid::new_v4().simple());
+    let id = message_id(other.send(&signin(&to)).await).await;
+
+    // The reader loses Redis, then the complaint arrives and the reader reads it.
+    link.set_cut(true);
+    let complaint = json!({
+        "notificationType": "Complaint",
+        "mail": {"messageId": id, "destination": [to], "timestamp": "2026-11-29T10:00:00.000Z"},
+        "complaint": {"complaintFeedbackType": "abuse", "timestamp": "2026-11-29T10:10:00.000Z",
+                      "complainedRecipients": [{"emailAddress": to}]}
+    });
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(sns_wrapped(&complaint))
+        .send()
+        .await
+        .unwrap();
+    metric_appears(
+        &reader,
+        "ses_connector_feedback_unused_total{outcome=\"not_recorded\"}",
+    )
+    .await;
+    let meanwhile: Value = other
+        .get(&format!("/v1/messages/{id}"), Some(SEND_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meanwhile["status"], "sent", "not recorded in Redis yet");
+
+    // Once Redis is back, the replica that never read the queue knows of it.
+    link.set_cut(false);
+    let record = record_when(&other, &id, "complained").await;
+    assert_eq!(record["events"][0]["feedbackType"], "abuse");
+    let error = error_of(other.send(&signin(&to)).await, 422, "recipient_suppressed").await;
+    assert_eq!(error["suppression"]["reason"], "complaint");
+}
+
+// --- who may read a send's status, and what the logs say -----------------------------
+
+const OTHER_SEND_TOKEN: &str = "another-send-token-0123456789";
+
+#[tokio::test]
+async fn a_send_status_is_for_the_token_that_sent_it_and_admins() {
+    let fake = FakeSes::start().await;
+    fake.accepts("status-of-mine").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.tokens.send.push(OTHER_SEND_TOKEN.to_owned().into()),
+        ..AppOptions::default()
+    })
+    .await;
+    let id = message_id(app.send(&signin("alice@example.com")).await).await;
+    let path = format!("/v1/messages/{id}");
+
+    let mine = app.get(&path, Some(SEND_TOKEN)).await;
+    let admin = app.get(&path, Some(ADMIN_TOKEN)).await;
+    let theirs = app.get(&path, Some(OTHER_SEND_TOKEN)).await;
+    let unknown = app
+        .get("/v1/messages/never-sent", Some(OTHER_SEND_TOKEN))
+        .await;
+
+    assert_eq!(mine.status(), 200);
+    assert_eq!(admin.status(), 200);
+    let theirs = error_of(theirs, 404, "not_found").await;
+    let unknown = error_of(unknown, 404, "not_found").await;
+    assert_eq!(
+        theirs["message"], unknown["message"],
+        "someone else's send answers as an unknown one: {theirs}"
+    );
+}
+
+/// Everything the service logs in this test binary, as text.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_sandbox_rejection_is_logged_with_the_address_masked_and_answered_as_ses_said() {
+    let logs = captured_logs();
+    let to = "sandboxed.person@example.com";
+    let reason = format!("Email address is not verified. The following identities failed the check in region US-EAST-1: {to}");
+    let fake = FakeSes::start().await;
+    fake.fails_with(400, "MessageRejected", &reason).await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ..AppOptions::default()
+    })
+    .await;
+    let test_email = json!({"config": logto_config(), "to": to});
+
+    let sent = app.send(&signin(to)).await;
+    let tested = app
+        .post("/v1/test-email", Some(ADMIN_TOKEN), &test_email)
+        .await;
+
+    error_of(sent, 502, "invalid_response").await;
+    let tested = error_of(tested, 502, "invalid_response").await;
+    assert!(
+        tested.to_string().contains(&reason),
+        "the test email answers with SES's own words: {tested}"
+    );
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logs.contains("s***@example.com"), "{logs}");
+    assert!(!logs.contains(to), "{logs}");
+}
+
+// --- what the service says matches what it does --------------------------------------
+
+#[tokio::test]
+async fn the_suppression_status_counts_the_ses_list_a_send_is_checked_against() {
+    let fake = FakeSes::start().await;
+    fake.accepts("sent").await;
+    let listed = wiremock::ResponseTemplate::new(200).set_body_json(json!({
+        "SuppressedDestination": {"EmailAddress": "listed@example.com", "Reason": "BOUNCE",
+                                  "LastUpdateTime": 1764400000.0}
+    }));
+    list_answers(&fake, "listed", listed).await;
+    let not_found = wiremock::ResponseTemplate::new(404)
+        .insert_header("x-amzn-ErrorType", "NotFoundException")
+        .set_body_json(json!({"message": "not listed"}));
+    list_answers(&fake, "clean", not_found).await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.ses_suppression_check = true,
+        ..AppOptions::default()
+    })
+    .await;
+    let status = |address: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .get(&format!("/v1/suppressions/{address}"), Some(ADMIN_TOKEN))
+                .await;
+            assert_eq!(response.status(), 200, "{address}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    let listed = status("listed@example.com").await;
+    let clean = status("clean@example.com").await;
+
+    assert_eq!(listed["suppressed"], true, "{listed}");
+    assert_eq!(listed["suppression"]["reason"], "bounce", "{listed}");
+    error_of(
+        app.send(&signin("listed@example.com")).await,
+        422,
+        "recipient_suppressed",
+    )
+    .await;
+    assert_eq!(clean["suppressed"], false, "{clean}");
+    assert_eq!(app.send(&signin("clean@example.com")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_the_account_says_the_feedback_poller_needs_a_restart() {
+    let sqs = sqs().await;
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ses-reload-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut config = logto_config();
+    for key in [
+        "emailAddressIdentityArn",
+        "feedbackForwardingEmailAddressIdentityArn",
+        "feedbackForwardingEmailAddress",
+        "configurationSetName",
+    ] {
+        config[key] = json!("");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    let app = {
+        let _one_at_a_time = QUEUE_ENV.lock().await;
+        std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
+        std::env::set_var("FEEDBACK_QUEUE", &queue);
+        spawn_app(AppOptions {
+            config_file: Some(file.path().to_owned()),
+            ses_endpoint: Some(moto_url()),
+            tune: |s| s.feedback_queue_url = std::env::var("FEEDBACK_QUEUE").ok(),
+            ..AppOptions::default()
+        })
+        .await
+    };
+    let reload = || async {
+        let response = app
+            .post("/v1/config/reload", Some(ADMIN_TOKEN), &json!({}))
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+
+    let unchanged = reload().await;
+    config["region"] = json!("eu-west-1");
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    let moved = reload().await;
+
+    assert!(unchanged.get("restart_needed").is_none(), "{unchanged}");
+    let restart = moved["restart_needed"].as_str().unwrap_or_default();
+    assert!(restart.contains("feedback queue"), "{moved}");
 }

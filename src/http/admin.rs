@@ -146,6 +146,10 @@ pub struct ReloadResponse {
     pub reloaded: bool,
     pub templates: usize,
     pub warnings: Vec<Issue>,
+    /// What takes effect only after a restart (the feedback poller's credentials
+    /// and region).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<String>,
 }
 
 /// Re-read the config source; an invalid one is refused and the old one keeps serving.
@@ -157,7 +161,7 @@ pub struct ReloadResponse {
     ),
     security(("bearer" = [])))]
 pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
-    let config = state
+    let reloaded = state
         .loader
         .reload(&state.service, Trigger::Api)
         .await
@@ -174,7 +178,8 @@ pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse
         })?;
     Ok(Json(ReloadResponse {
         reloaded: true,
-        templates: config.templates.len(),
-        warnings: config.warnings.clone(),
+        templates: reloaded.config.templates.len(),
+        warnings: reloaded.config.warnings.clone(),
+        restart_needed: reloaded.restart_needed,
     }))
 }

@@ -2,33 +2,42 @@
 //! recipient (`GET`/`DELETE /v1/suppressions/{address}`, admin).
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::error::{ApiError, Detail};
+use super::extract::{Caller, Scope};
 use super::openapi::{ErrorBody, RequestErrors};
 use super::AppState;
 use crate::address::Recipient;
-use crate::feedback::{MessageRecord, Suppression};
+use crate::feedback::{MessageRecord, Reader, Suppression};
 
 /// What SES reported about a message this service sent: delivered, bounced (with
-/// bounce type, subtype and diagnostic code), complained, rejected or delayed.
+/// bounce type, subtype and diagnostic code), complained, rejected or delayed. A send
+/// token sees only the sends it made; an admin token sees every send.
 #[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "send",
     params(("messageId" = String, Path, description = "The message id a send answered with")),
     responses(
         (status = 200, description = "The send and its events", body = MessageRecord),
-        (status = 404, description = "Not a message this service sent (or older than 7 days)", body = ErrorBody),
+        (status = 404, description = "Not a message this service sent for this token (or older than 7 days)", body = ErrorBody),
         RequestErrors,
     ),
     security(("bearer" = [])))]
 pub async fn message(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(message_id): Path<String>,
 ) -> Result<Json<MessageRecord>, ApiError> {
+    let reader = match (&caller.scope, &caller.token_id) {
+        (Scope::Send, Some(token)) => Reader::Token(token),
+        // Admin tokens, and dev mode without tokens.
+        _ => Reader::Admin,
+    };
+    // Someone else's send answers as an unknown one: its id says nothing.
     state
         .service
         .deliveries()
-        .message(&message_id)
+        .message(&message_id, reader)
         .await
         .map(Json)
         .ok_or_else(|| {
@@ -58,7 +67,9 @@ fn recipient(address: &str) -> Result<Recipient, ApiError> {
     })
 }
 
-/// Whether sends to an address are refused, and why.
+/// Whether sends to an address are refused, and why: by this service's own
+/// suppressions, or (with `SES_CONNECTOR_SES_SUPPRESSION_CHECK=true`) by the SES
+/// account's suppression list, exactly as a send is checked.
 #[utoipa::path(get, path = "/v1/suppressions/{address}", tag = "admin",
     params(("address" = String, Path, description = "A recipient address")),
     responses(
@@ -71,7 +82,7 @@ pub async fn suppression(
     Path(address): Path<String>,
 ) -> Result<Json<SuppressionStatus>, ApiError> {
     let recipient = recipient(&address)?;
-    let suppression = state.service.deliveries().suppression(&recipient).await;
+    let suppression = state.service.suppression_of(&recipient).await;
     Ok(Json(SuppressionStatus {
         suppressed: suppression.is_some(),
         suppression,

@@ -64,6 +64,8 @@ pub async fn send(
             Ok(json_bytes(SendResponse::from(sent)))
         }
     };
+    // The delivery record keeps which token sent, for `GET /v1/messages/{id}`.
+    let work = crate::service::SENDER.scope(caller.token_id, work);
     once(&state, &caller, "messages", keyed(key, json)?, work).await
 }
 

@@ -44,7 +44,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
         let status = state
             .service
             .deliveries()
-            .message(&email.message_id)
+            .message(&email.message_id, crate::feedback::Reader::Admin)
             .await
             .map_or("sent", |record| record.status.as_str());
         rows.push_str(&format!(

@@ -3,23 +3,37 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::{RedisState, StateError};
-use crate::address::Recipient;
+use crate::address::{suppression_key, Recipient};
 use crate::feedback::{
-    self, DeliveryLog, Event, MemoryDeliveryLog, MessageRecord, Notification, Recorded, Status,
-    Suppression, SuppressionReason,
+    self, add_event, DeliveryLog, Event, MemoryDeliveryLog, MessageRecord, Notification, Reader,
+    Recorded, Status, Suppression, SuppressionChange,
 };
 use crate::mailer::BoxFuture;
 
 /// How long a suppression is kept in Redis (every key has a TTL).
 const SUPPRESSION_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Events kept per message.
-const MAX_EVENTS: isize = 50;
+
+/// A send as Redis keeps it: the record, with keyed digests of its recipient and of
+/// the send token that made it (never the values themselves).
+#[derive(Serialize, Deserialize)]
+struct StoredSend {
+    #[serde(flatten)]
+    record: MessageRecord,
+    /// Digest of the recipient's suppression key; absent in records written before
+    /// it was kept, whose feedback then names no recipient of theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+}
 
 /// Sends and their feedback in Redis, shared by replicas: `message:<id>` (the send),
-/// `events:<id>` (a list of events; duplicates dropped when read) and
-/// `suppressed:<digest of the canonical mailbox>`. When Redis cannot be reached,
-/// this replica's memory log.
+/// `events:<id>` (a list of the latest events; duplicates dropped when read) and
+/// `suppressed:<digest of the mailbox's suppression key>`. When Redis cannot be
+/// reached, this replica's memory log.
 pub struct RedisDeliveryLog {
     state: Arc<RedisState>,
     fallback: MemoryDeliveryLog,
@@ -39,10 +53,18 @@ impl RedisDeliveryLog {
     }
 
     fn suppressed_key(&self, address: &str) -> String {
-        let canonical = Recipient::parse(address)
-            .map(|r| r.limit_key())
-            .unwrap_or_else(|_| address.to_ascii_lowercase());
-        self.state.digest_key(&["suppressed"], canonical.as_bytes())
+        self.state
+            .digest_key(&["suppressed"], suppression_key(address).as_bytes())
+    }
+
+    /// The keyed digest of `value` alone, without the key's prefix.
+    fn digest(&self, part: &str, value: &[u8]) -> String {
+        let key = self.state.digest_key(&[part], value);
+        key.rsplit(':').next().unwrap_or_default().to_owned()
+    }
+
+    fn recipient_digest(&self, address: &str) -> String {
+        self.digest("recipient", suppression_key(address).as_bytes())
     }
 
     async fn record_shared(&self, notification: &Notification) -> Result<Recorded, StateError> {
@@ -54,10 +76,18 @@ impl RedisDeliveryLog {
                 async move { redis::cmd("GET").arg(&key).query_async(&mut c).await }
             })
             .await?;
-        let Some(record) = stored.and_then(|s| serde_json::from_str::<MessageRecord>(&s).ok())
-        else {
+        let Some(send) = stored.and_then(|s| serde_json::from_str::<StoredSend>(&s).ok()) else {
             return Ok(Recorded::UnknownMessage);
         };
+        let (ours, ignored): (Vec<&String>, Vec<&String>) = notification
+            .recipients
+            .iter()
+            .partition(|a| send.to.as_ref() == Some(&self.recipient_digest(a)));
+        if ours.is_empty() && !ignored.is_empty() {
+            return Ok(Recorded::OtherRecipients {
+                ignored: ignored.len(),
+            });
+        }
         let event = serde_json::to_string(&notification.event).unwrap_or_default();
         let events_key = self.events_key(&notification.message_id);
         let retention = feedback::RETENTION.as_secs();
@@ -69,38 +99,30 @@ impl RedisDeliveryLog {
             .ignore()
             .cmd("LTRIM")
             .arg(&events_key)
-            .arg(-MAX_EVENTS)
+            .arg(-(feedback::MAX_EVENTS as isize))
             .arg(-1)
             .ignore()
             .cmd("EXPIRE")
             .arg(&events_key)
             .arg(retention)
             .ignore();
-        let kind = notification.event.kind;
-        let permanent = notification.event.bounce_type.as_deref() == Some("Permanent");
-        for address in &notification.recipients {
+        // One recipient per send: the first of ours names the mailbox.
+        if let Some(address) = ours.first() {
             let key = self.suppressed_key(address);
-            let suppression = match (kind, permanent) {
-                (Status::Bounced, true) => Some(SuppressionReason::Bounce),
-                (Status::Complained, _) => Some(SuppressionReason::Complaint),
-                (Status::Delivered, _) => {
-                    pipe.cmd("DEL").arg(&key).ignore();
-                    None
+            match SuppressionChange::of(&notification.event) {
+                SuppressionChange::Suppress(suppression) => {
+                    let value = serde_json::to_string(&suppression).unwrap_or_default();
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(SUPPRESSION_RETENTION.as_secs())
+                        .ignore();
                 }
-                _ => None,
-            };
-            if let Some(reason) = suppression {
-                let value = serde_json::to_string(&Suppression {
-                    reason,
-                    since: notification.event.at.clone(),
-                })
-                .unwrap_or_default();
-                pipe.cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(SUPPRESSION_RETENTION.as_secs())
-                    .ignore();
+                SuppressionChange::Lift => {
+                    pipe.cmd("DEL").arg(&key).ignore();
+                }
+                SuppressionChange::None => {}
             }
         }
         let pipe = &pipe;
@@ -109,10 +131,17 @@ impl RedisDeliveryLog {
                 pipe.query_async::<()>(&mut c).await
             })
             .await?;
-        Ok(Recorded::Known(record.usage_type))
+        Ok(Recorded::Known {
+            usage_type: send.record.usage_type,
+            ignored: ignored.len(),
+        })
     }
 
-    async fn message_shared(&self, id: &str) -> Result<Option<MessageRecord>, StateError> {
+    async fn message_shared(
+        &self,
+        id: &str,
+        reader: Reader<'_>,
+    ) -> Result<Option<MessageRecord>, StateError> {
         let (message_key, events_key) = (self.message_key(id), self.events_key(id));
         let (message_key, events_key) = (&message_key, &events_key);
         let (stored, events): (Option<String>, Vec<String>) = self
@@ -129,31 +158,42 @@ impl RedisDeliveryLog {
                     .await
             })
             .await?;
-        let Some(mut record) = stored.and_then(|s| serde_json::from_str::<MessageRecord>(&s).ok())
-        else {
+        let Some(send) = stored.and_then(|s| serde_json::from_str::<StoredSend>(&s).ok()) else {
             return Ok(None);
         };
+        if let Reader::Token(token) = reader {
+            if send.by.as_ref() != Some(&self.digest("sender", token)) {
+                return Ok(None);
+            }
+        }
+        let mut record = send.record;
         for event in events
             .iter()
             .filter_map(|e| serde_json::from_str::<Event>(e).ok())
         {
-            // SES may deliver a notification twice: keep one of each.
-            if !record.events.contains(&event) {
-                record.events.push(event);
-            }
+            add_event(&mut record.events, &event);
         }
-        record.events.sort_by(|a, b| a.at.cmp(&b.at));
         record.status = record.events.last().map_or(Status::Sent, |e| e.kind);
         Ok(Some(record))
     }
 }
 
 impl DeliveryLog for RedisDeliveryLog {
-    fn sent(&self, record: MessageRecord, recipient: &Recipient) -> BoxFuture<'_, ()> {
+    fn sent(
+        &self,
+        record: MessageRecord,
+        recipient: &Recipient,
+        sender: Option<[u8; 32]>,
+    ) -> BoxFuture<'_, ()> {
         let recipient = recipient.clone();
         Box::pin(async move {
             let key = self.message_key(&record.message_id);
-            let value = serde_json::to_string(&record).unwrap_or_default();
+            let send = StoredSend {
+                to: Some(self.recipient_digest(recipient.as_str())),
+                by: sender.map(|token| self.digest("sender", &token)),
+                record,
+            };
+            let value = serde_json::to_string(&send).unwrap_or_default();
             let retention = feedback::RETENTION.as_secs();
             let (key, value) = (&key, &value);
             let stored = self
@@ -169,7 +209,7 @@ impl DeliveryLog for RedisDeliveryLog {
                 })
                 .await;
             // The reputation gauges are this replica's; the record is everybody's.
-            self.fallback.sent(record, &recipient).await;
+            self.fallback.sent(send.record, &recipient, sender).await;
             if let Err(error) = stored {
                 tracing::debug!(%error, "a send was remembered in this replica only");
             }
@@ -179,17 +219,29 @@ impl DeliveryLog for RedisDeliveryLog {
     fn record(&self, notification: Notification) -> BoxFuture<'_, Recorded> {
         Box::pin(async move {
             match self.record_shared(&notification).await {
+                // Sent while Redis was unreachable: only this replica knows the send.
+                Ok(Recorded::UnknownMessage) => self.fallback.record(notification).await,
                 Ok(recorded) => recorded,
-                Err(_) => self.fallback.record(notification).await,
+                Err(error) => {
+                    // This replica refuses the recipient meanwhile; the queue message
+                    // stays, so every replica learns of it once Redis answers.
+                    self.fallback.record(notification).await;
+                    tracing::warn!(%error, "SES feedback could not be recorded in Redis; left on the queue");
+                    Recorded::NotRecorded
+                }
             }
         })
     }
 
-    fn message<'a>(&'a self, message_id: &'a str) -> BoxFuture<'a, Option<MessageRecord>> {
+    fn message<'a>(
+        &'a self,
+        message_id: &'a str,
+        reader: Reader<'a>,
+    ) -> BoxFuture<'a, Option<MessageRecord>> {
         Box::pin(async move {
-            match self.message_shared(message_id).await {
+            match self.message_shared(message_id, reader).await {
                 Ok(record) => record,
-                Err(_) => self.fallback.message(message_id).await,
+                Err(_) => self.fallback.message(message_id, reader).await,
             }
         })
     }
