@@ -1,5 +1,6 @@
 //! Bytes Redis holds per send: runs sends through the router with state in Redis
-//! (both rate limits on, half of the sends with an `Idempotency-Key`), then asks
+//! (both rate limits on, half of the sends with an `Idempotency-Key`, a transport
+//! that gives each send a message id of its own as SES does), then asks
 //! Redis for the `MEMORY USAGE` of every key the service wrote, by kind, and for its
 //! `used_memory` before and after. The numbers behind the README's "Sizing Redis".
 //!
@@ -12,6 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::json;
+use ses_connector::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
 use tower::ServiceExt;
 
 const SENDS: usize = 2_000;
@@ -52,8 +54,8 @@ async fn measure(url: &str) {
     let mut redis = connect(&client).await;
     let prefix = format!("sizing-{}:", uuid::Uuid::new_v4().simple());
     let before = used_memory(&mut redis).await;
-    let app = support::application_with(
-        true,
+    let app = support::application_for(
+        std::sync::Arc::new(Numbered::default()),
         &[
             "--redis-url",
             url,
@@ -160,6 +162,28 @@ async fn measure(url: &str) {
         .query_async(&mut redis)
         .await
         .unwrap_or(());
+}
+
+/// Accepts every email at once with a message id of its own, as SES does, so every
+/// send leaves its own delivery record.
+#[derive(Default)]
+struct Numbered(std::sync::atomic::AtomicU64);
+
+impl Mailer for Numbered {
+    fn send(&self, _email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The shape of an SES message id.
+        Box::pin(async move {
+            Ok(format!(
+                "010001{n:010x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
+                fastrand::u32(..),
+                fastrand::u16(..),
+                fastrand::u16(..),
+                fastrand::u16(..),
+                fastrand::u64(..) & 0xffff_ffff_ffff
+            ))
+        })
+    }
 }
 
 async fn connect(client: &redis::Client) -> redis::aio::MultiplexedConnection {

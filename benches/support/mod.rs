@@ -111,6 +111,11 @@ pub async fn application_with(ses: bool, args: &[&str]) -> Application {
     } else {
         Arc::new(NoopMailer)
     };
+    application_for(mailer, args).await
+}
+
+/// The service with `mailer` as its transport and `args` added to the command line.
+pub async fn application_for(mailer: Arc<dyn Mailer>, args: &[&str]) -> Application {
     let mut config = starter_config();
     config["accessKeyId"] = json!("AKIAIOSFODNN7EXAMPLE");
     config["accessKeySecret"] = json!("bench-secret");

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RedisState, StateError};
 use crate::address::{suppression_key, Recipient};
+use crate::connector::UsageType;
 use crate::feedback::{
     self, add_event, DeliveryLog, Event, MemoryDeliveryLog, MessageRecord, Notification, Reader,
     Recorded, Status, Suppression, SuppressionChange,
@@ -16,18 +17,49 @@ use crate::mailer::BoxFuture;
 /// How long a suppression is kept in Redis (every key has a TTL).
 const SUPPRESSION_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// A send as Redis keeps it: the record, with keyed digests of its recipient and of
-/// the send token that made it (never the values themselves).
+/// A send as Redis keeps it for a week, in few bytes: what the status answer needs
+/// besides the id (the key is derived from the id, which the reader brings), with
+/// keyed digests of its recipient and of the send token that made it (never the
+/// values themselves).
 #[derive(Serialize, Deserialize)]
 struct StoredSend {
-    #[serde(flatten)]
-    record: MessageRecord,
-    /// Digest of the recipient's suppression key; absent in records written before
-    /// it was kept, whose feedback then names no recipient of theirs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "u")]
+    usage_type: UsageType,
+    /// Masked, as in the logs.
+    #[serde(rename = "r")]
+    recipient: String,
+    #[serde(rename = "t")]
+    sent_at: String,
+    /// Digest of the recipient's suppression key.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Digest of the sending token.
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     by: Option<String>,
+}
+
+impl StoredSend {
+    fn new(record: &MessageRecord, to: String, by: Option<String>) -> Self {
+        Self {
+            usage_type: record.usage_type,
+            recipient: record.recipient.clone(),
+            sent_at: record.sent_at.clone(),
+            to: Some(to),
+            by,
+        }
+    }
+
+    /// The record of message `id`, before its events.
+    fn into_record(self, id: &str) -> MessageRecord {
+        MessageRecord {
+            message_id: id.to_owned(),
+            usage_type: self.usage_type,
+            recipient: self.recipient,
+            sent_at: self.sent_at,
+            status: Status::Sent,
+            events: Vec::new(),
+        }
+    }
 }
 
 /// Sends and their feedback in Redis, shared by replicas: `message:<id>` (the send),
@@ -132,7 +164,7 @@ impl RedisDeliveryLog {
             })
             .await?;
         Ok(Recorded::Known {
-            usage_type: send.record.usage_type,
+            usage_type: send.usage_type,
             ignored: ignored.len(),
         })
     }
@@ -166,7 +198,7 @@ impl RedisDeliveryLog {
                 return Ok(None);
             }
         }
-        let mut record = send.record;
+        let mut record = send.into_record(id);
         for event in events
             .iter()
             .filter_map(|e| serde_json::from_str::<Event>(e).ok())
@@ -188,11 +220,11 @@ impl DeliveryLog for RedisDeliveryLog {
         let recipient = recipient.clone();
         Box::pin(async move {
             let key = self.message_key(&record.message_id);
-            let send = StoredSend {
-                to: Some(self.recipient_digest(recipient.as_str())),
-                by: sender.map(|token| self.digest("sender", &token)),
-                record,
-            };
+            let send = StoredSend::new(
+                &record,
+                self.recipient_digest(recipient.as_str()),
+                sender.map(|token| self.digest("sender", &token)),
+            );
             let value = serde_json::to_string(&send).unwrap_or_default();
             let retention = feedback::RETENTION.as_secs();
             let (key, value) = (&key, &value);
@@ -209,7 +241,7 @@ impl DeliveryLog for RedisDeliveryLog {
                 })
                 .await;
             // The reputation gauges are this replica's; the record is everybody's.
-            self.fallback.sent(send.record, &recipient, sender).await;
+            self.fallback.sent(record, &recipient, sender).await;
             if let Err(error) = stored {
                 tracing::debug!(%error, "a send was remembered in this replica only");
             }
