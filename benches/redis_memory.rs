@@ -13,10 +13,16 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+use ses_connector::feedback::{DeliveryLog, Event, MemoryDeliveryLog, Notification, Status};
 use ses_connector::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
+use ses_connector::settings::RedisSettings;
+use ses_connector::state::{RedisDeliveryLog, RedisState};
 use tower::ServiceExt;
 
 const SENDS: usize = 2_000;
+const SECRET: &str = "redis-memory-bench-secret-0123456789";
 /// Distinct client IPs the sends come from.
 const IPS: usize = 50;
 
@@ -54,15 +60,16 @@ async fn measure(url: &str) {
     let mut redis = connect(&client).await;
     let prefix = format!("sizing-{}:", uuid::Uuid::new_v4().simple());
     let before = used_memory(&mut redis).await;
+    let mailer = Arc::new(Numbered::default());
     let app = support::application_for(
-        std::sync::Arc::new(Numbered::default()),
+        mailer.clone(),
         &[
             "--redis-url",
             url,
             "--redis-prefix",
             &prefix,
             "--state-secret",
-            "redis-memory-bench-secret-0123456789",
+            SECRET,
             "--rate-limit-recipient",
             "10/600",
             "--rate-limit-ip",
@@ -98,6 +105,8 @@ async fn measure(url: &str) {
         .insert("idempotency-key", "key-0".parse().unwrap());
     let response = router.clone().oneshot(replay).await.unwrap();
     assert_eq!(response.headers()["idempotent-replayed"], "true");
+    let sent = mailer.0.lock().unwrap().clone();
+    feedback(url, &prefix, SECRET, &sent).await;
 
     let mut kinds: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -165,24 +174,61 @@ async fn measure(url: &str) {
 }
 
 /// Accepts every email at once with a message id of its own, as SES does, so every
-/// send leaves its own delivery record.
+/// send leaves its own delivery record; keeps (id, recipient) for the feedback.
 #[derive(Default)]
-struct Numbered(std::sync::atomic::AtomicU64);
+struct Numbered(Mutex<Vec<(String, String)>>);
 
 impl Mailer for Numbered {
-    fn send(&self, _email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>> {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn send(&self, email: OutgoingEmail) -> BoxFuture<'_, Result<String, SendError>> {
         // The shape of an SES message id.
-        Box::pin(async move {
-            Ok(format!(
-                "010001{n:010x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
-                fastrand::u32(..),
-                fastrand::u16(..),
-                fastrand::u16(..),
-                fastrand::u16(..),
-                fastrand::u64(..) & 0xffff_ffff_ffff
-            ))
-        })
+        let id = format!(
+            "010001{:010x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
+            fastrand::u64(..) & 0xff_ffff_ffff,
+            fastrand::u32(..),
+            fastrand::u16(..),
+            fastrand::u16(..),
+            fastrand::u16(..),
+            fastrand::u64(..) & 0xffff_ffff_ffff
+        );
+        let mut sent = self.0.lock().unwrap();
+        sent.push((id.clone(), email.to.as_str().to_owned()));
+        Box::pin(async move { Ok(id) })
+    }
+}
+
+/// SES's feedback for every send: a delivery, and for one in ten a permanent bounce
+/// (which suppresses its recipient for a year), through a delivery log on the
+/// same keys as the service's.
+async fn feedback(url: &str, prefix: &str, secret: &str, sent: &[(String, String)]) {
+    let settings = RedisSettings {
+        url: url.to_owned().into(),
+        secret: secret.to_owned().into(),
+        prefix: prefix.to_owned(),
+        required: true,
+        timeout: std::time::Duration::from_secs(2),
+    };
+    let log = RedisDeliveryLog::new(
+        RedisState::connect(&settings).unwrap(),
+        MemoryDeliveryLog::new(1 << 20),
+    );
+    for (i, (id, to)) in sent.iter().enumerate() {
+        let bounced = i % 10 == 0;
+        let event = Event {
+            kind: if bounced { Status::Bounced } else { Status::Delivered },
+            at: "2026-12-02T12:00:00.000Z".to_owned(),
+            bounce_type: bounced.then(|| "Permanent".to_owned()),
+            bounce_sub_type: bounced.then(|| "General".to_owned()),
+            diagnostic_code: bounced
+                .then(|| "smtp; 550 5.1.1 <u***@example.com>: Recipient address rejected: User unknown in virtual mailbox table".to_owned()),
+            feedback_type: None,
+            reason: None,
+        };
+        let notification = Notification {
+            message_id: id.clone(),
+            recipients: vec![to.clone()],
+            event,
+        };
+        log.record(notification).await;
     }
 }
 
