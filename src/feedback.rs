@@ -462,7 +462,7 @@ struct Kept {
     sender: Option<[u8; 32]>,
 }
 
-/// Bytes a kept send takes, roughly: its strings and a fixed overhead.
+/// Bytes a kept send takes in RSS, roughly: its strings and a measured overhead.
 fn weight(kept: &Kept) -> u32 {
     let record = &kept.record;
     let events: usize = record
@@ -482,7 +482,9 @@ fn weight(kept: &Kept) -> u32 {
                 .sum::<usize>()
         })
         .sum();
-    let bytes = 256 + record.message_id.len() * 2 + record.recipient.len() + events;
+    // A send with no events measured 838 bytes of RSS (100 000 of them, system
+    // allocator): the entry, its moka node and the key, besides the strings.
+    let bytes = 704 + record.message_id.len() * 2 + record.recipient.len() + events;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
