@@ -117,6 +117,21 @@ impl ServiceError {
             | ServiceError::StateUnavailable => false,
         }
     }
+
+    /// Whether the send was handed to the transport before this error: only then
+    /// may an email have left, and only then does the send count against limits.
+    pub fn reached_transport(&self) -> bool {
+        match self {
+            ServiceError::Send(_) => true,
+            ServiceError::TemplateNotFound { .. }
+            | ServiceError::Render(_)
+            | ServiceError::Overloaded(_)
+            | ServiceError::Limited(_)
+            | ServiceError::StateUnavailable
+            | ServiceError::Paced(_)
+            | ServiceError::Suppressed(_) => false,
+        }
+    }
 }
 
 /// How long an answer of SES's suppression list is trusted.
@@ -348,9 +363,18 @@ impl EmailService {
                 });
             }
         }
-        self.limits.admit(&request.to, request.ip).await?;
+        let admission = self.limits.admit(&request.to, request.ip).await?;
         let config = self.config();
-        let mut sent = self.send_with(&config, request).await?;
+        let mut sent = match self.send_with(&config, request).await {
+            Ok(sent) => sent,
+            // Only a send handed to the transport counts; one that reached it keeps
+            // its slot whatever SES answered, since it may have left.
+            Err(error) if !error.reached_transport() => {
+                self.limits.give_back(admission).await;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         sent.warnings.extend(warnings);
         Ok(sent)
     }

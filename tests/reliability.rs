@@ -427,6 +427,59 @@ async fn a_burst_far_above_the_cap_gets_an_answer_for_every_request() {
     );
 }
 
+#[tokio::test]
+async fn sends_refused_by_the_concurrency_gate_do_not_use_up_the_recipients_limit() {
+    let fake = FakeSes::start().await;
+    // The one slot is held by a slow send to someone else.
+    Mock::given(method("POST"))
+        .and(path(SEND_PATH))
+        .and(wiremock::matchers::body_string_contains(
+            "holder@example.com",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"MessageId": "slow"}))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&fake.server)
+        .await;
+    fake.accepts("fast").await;
+    let app = arc(spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ses: patient_ses(),
+        tune: |s| {
+            s.rate_limit_recipient = "2/600".parse().unwrap();
+            s.max_concurrent_sends = 1;
+            s.max_queued_sends = 0;
+        },
+        ..AppOptions::default()
+    })
+    .await);
+    let holder = tokio::spawn({
+        let app = app.clone();
+        async move { app.send(&signin("holder@example.com")).await.status() }
+    });
+    until_received(&fake, 1).await;
+
+    for _ in 0..3 {
+        let response = app.send(&signin("victim@example.com")).await;
+        error_of(response, 503, "service_unavailable").await;
+    }
+    assert_eq!(holder.await.unwrap(), 200);
+
+    for i in 0..2 {
+        let response = app.send(&signin("victim@example.com")).await;
+        assert_eq!(response.status(), 200, "send {i} that reaches SES");
+    }
+    let error = error_of(
+        app.send(&signin("victim@example.com")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+    assert_eq!(error["limit"], "recipient");
+}
+
 /// Reads until the server closes the connection; what it sent before closing.
 async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;

@@ -65,7 +65,7 @@ fn to(address: &str) -> Recipient {
     Recipient::parse(address).unwrap()
 }
 
-fn exceeded(refusal: Result<(), Refusal>) -> (&'static str, Duration) {
+fn exceeded<T: std::fmt::Debug>(refusal: Result<T, Refusal>) -> (&'static str, Duration) {
     match refusal {
         Err(Refusal::Exceeded(e)) => (e.limit, e.retry_after),
         other => panic!("expected a refusal, got {other:?}"),
@@ -116,6 +116,56 @@ async fn both_backends_refuse_on_the_ip_limit_without_using_up_the_recipient() {
             "{backend:?}: two counted, the refused one not"
         );
     }
+}
+
+#[tokio::test]
+async fn on_both_backends_a_send_given_back_uses_up_no_window() {
+    let ip: IpAddr = "203.0.113.9".parse().unwrap();
+    for backend in BACKENDS {
+        let limits = match backend {
+            Backend::Memory => limiter(backend, rate("2/600"), rate("2/600")),
+            // Required, so a Redis that cannot answer fails the test instead of
+            // passing it on the memory fallback.
+            Backend::Redis => {
+                let state = RedisState::connect(&redis_settings(&redis_url(), true)).unwrap();
+                Arc::new(RedisLimits::new(state, rate("2/600"), rate("2/600")))
+            }
+        };
+        let a = to("a@example.com");
+        // Three sends admitted, then refused by pacing or the gate before SES.
+        for _ in 0..3 {
+            let admission = limits.admit(&a, Some(ip)).await.unwrap();
+            limits.give_back(admission).await;
+        }
+        // Both windows still have both their sends.
+        limits.admit(&a, Some(ip)).await.unwrap();
+        limits
+            .admit(&to("A+codes@example.com"), Some(ip))
+            .await
+            .unwrap();
+        let (limit, _) = exceeded(limits.admit(&a, None).await);
+        assert_eq!(limit, "recipient", "{backend:?}");
+        let (limit, _) = exceeded(limits.admit(&to("b@example.com"), Some(ip)).await);
+        assert_eq!(limit, "ip", "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_slot_given_back_on_one_replica_is_free_on_the_other() {
+    let settings = redis_settings(&redis_url(), true);
+    let replica = || {
+        let state = RedisState::connect(&settings).unwrap();
+        RedisLimits::new(state, rate("1/600"), rate("0"))
+    };
+    let (a, b) = (replica(), replica());
+    let victim = to("victim@example.org");
+
+    let admission = a.admit(&victim, None).await.unwrap();
+    exceeded(b.admit(&victim, None).await);
+    a.give_back(admission).await;
+
+    b.admit(&victim, None).await.unwrap();
+    exceeded(a.admit(&victim, None).await);
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
