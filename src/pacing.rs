@@ -38,9 +38,25 @@ pub trait SendPacer: Send + Sync {
     ) -> BoxFuture<'_, Result<Duration, PaceRefusal>>;
 }
 
-/// The interval between two sends at `rate` per second.
+/// The slowest pace there is: one send in 1 000 s.
+pub const MIN_SEND_RATE: f64 = 0.001;
+/// The fastest pace there is: one send per microsecond, Redis's clock resolution.
+pub const MAX_SEND_RATE: f64 = 1_000_000.0;
+
+/// `rate` within [`MIN_SEND_RATE`, `MAX_SEND_RATE`]; NaN as the slowest.
+pub fn clamp_rate(rate: f64) -> f64 {
+    if rate.is_nan() {
+        MIN_SEND_RATE
+    } else {
+        rate.clamp(MIN_SEND_RATE, MAX_SEND_RATE)
+    }
+}
+
+/// The interval between two sends at `rate` per second, for any `rate`: one out of
+/// range is taken as the nearest end of it (`1/rate` of a tiny rate overflows a
+/// `Duration`).
 pub fn interval(rate: f64) -> Duration {
-    Duration::from_secs_f64(1.0 / rate)
+    Duration::from_secs_f64(1.0 / clamp_rate(rate))
 }
 
 /// Turns handed out by this process.
@@ -104,22 +120,22 @@ impl SendRate {
         }
     }
 
-    /// Record the account's max send rate from SES.
+    /// Record the account's max send rate from SES, brought within
+    /// [`MIN_SEND_RATE`, `MAX_SEND_RATE`]; none (0, negative, NaN) is ignored.
     pub fn learn(&self, rate: f64) {
-        if rate.is_finite() && rate > 0.0 {
-            self.learned.store(rate.to_bits(), Ordering::Relaxed);
+        if rate > 0.0 {
+            self.learned
+                .store(clamp_rate(rate).to_bits(), Ordering::Relaxed);
         }
     }
 
-    /// The rate to pace at now, if any.
+    /// The rate to pace at now, if any, within [`MIN_SEND_RATE`, `MAX_SEND_RATE`].
     pub fn current(&self) -> Option<f64> {
-        match self.configured {
-            Some(rate) => (rate > 0.0).then_some(rate),
-            None => {
-                let learned = f64::from_bits(self.learned.load(Ordering::Relaxed));
-                (learned > 0.0).then_some(learned)
-            }
-        }
+        let rate = match self.configured {
+            Some(rate) => rate,
+            None => f64::from_bits(self.learned.load(Ordering::Relaxed)),
+        };
+        (rate > 0.0).then(|| clamp_rate(rate))
     }
 }
 
@@ -165,5 +181,50 @@ mod tests {
         let off = SendRate::new(Some(0.0));
         off.learn(14.0);
         assert_eq!(off.current(), None);
+    }
+
+    #[test]
+    fn any_rate_gives_an_interval_and_learned_rates_are_brought_into_range() {
+        for (rate, expected) in [
+            (1.0, Duration::from_secs(1)),
+            (1e-30, Duration::from_secs(1000)),
+            (1e-25, Duration::from_secs(1000)),
+            (0.0, Duration::from_secs(1000)),
+            (-1.0, Duration::from_secs(1000)),
+            (f64::NEG_INFINITY, Duration::from_secs(1000)),
+            (f64::NAN, Duration::from_secs(1000)),
+            (f64::MIN_POSITIVE, Duration::from_secs(1000)),
+            (1e300, Duration::from_micros(1)),
+            (f64::INFINITY, Duration::from_micros(1)),
+        ] {
+            assert_eq!(interval(rate), expected, "{rate}");
+        }
+        for (account_says, paced_at) in [
+            (14.0, Some(14.0)),
+            (1e-30, Some(MIN_SEND_RATE)),
+            (1e300, Some(MAX_SEND_RATE)),
+            (f64::INFINITY, Some(MAX_SEND_RATE)),
+            (0.0, None),
+            (-1.0, None),
+            (f64::NAN, None),
+        ] {
+            let rate = SendRate::new(None);
+            rate.learn(account_says);
+            assert_eq!(rate.current(), paced_at, "{account_says}");
+        }
+        assert_eq!(SendRate::new(Some(1e-25)).current(), Some(MIN_SEND_RATE));
+    }
+
+    #[test]
+    fn at_the_slowest_rate_a_send_gets_its_turn_and_the_next_is_refused() {
+        let pacer = MemoryPacer::new();
+        let now = Instant::now();
+        let max_wait = Duration::from_secs(2);
+        assert_eq!(
+            pacer.reserve_at(now, 1e-30, max_wait).unwrap(),
+            Duration::ZERO
+        );
+        let refused = pacer.reserve_at(now, 1e-30, max_wait).unwrap_err();
+        assert_eq!(refused.retry_after, Duration::from_secs(998));
     }
 }

@@ -331,3 +331,25 @@ async fn paced_refusals_do_not_use_up_the_recipients_limit() {
     assert_eq!(error["limit"], "recipient", "{error}");
     assert_eq!(arrivals.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn an_account_rate_out_of_range_still_answers_every_send() {
+    // (what GetAccount says, what the second send of a burst gets)
+    for (max_send_rate, second) in [(1e-30, 429), (1e-9, 429), (1e300, 200)] {
+        let fake = FakeSes::start().await;
+        account_allows(&fake, max_send_rate).await;
+        fake.accepts("ok").await;
+        let app = app_with_fake_ses(&fake).await;
+        until_account_read(&app).await;
+
+        let first = app.send(&signin_to(1)).await;
+        assert_eq!(first.status(), 200, "{max_send_rate}");
+        let response = app.send(&signin_to(2)).await;
+        assert_eq!(response.status(), second, "{max_send_rate}");
+        if second == 429 {
+            // Paced at the slowest rate there is: one send in 1 000 s.
+            let error = error_of(response, 429, "rate_limit_exceeded").await;
+            assert_eq!(error["limit"], "ses_send_rate", "{error}");
+        }
+    }
+}
