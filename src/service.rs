@@ -12,7 +12,7 @@ use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
 use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
-use crate::pacing::{MemoryPacer, PaceExceeded, PaceRefusal, SendPacer, SendRate};
+use crate::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
 
@@ -309,15 +309,15 @@ impl EmailService {
         &self.pacing.rate
     }
 
-    /// Wait for this send's turn under the account's send rate, if one is known.
-    async fn pace(&self) -> Result<(), ServiceError> {
+    /// Wait for this send's turn under its account's send rate, if one is known.
+    async fn pace(&self, account: &Account) -> Result<(), ServiceError> {
         let Some(rate) = self.pacing.rate.current() else {
             return Ok(());
         };
         let wait = self
             .pacing
             .pacer
-            .reserve(rate, self.pacing.max_wait)
+            .reserve(&PaceKey::of(account), rate, self.pacing.max_wait)
             .await?;
         metrics::histogram!(names::PACING_WAIT).record(wait.as_secs_f64());
         if !wait.is_zero() {
@@ -388,7 +388,7 @@ impl EmailService {
     ) -> Result<Sent, ServiceError> {
         let usage_type = request.usage_type;
         let (email, template) = compose(config, request)?;
-        self.pace().await?;
+        self.pace(&email.account).await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;

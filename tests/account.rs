@@ -353,3 +353,45 @@ async fn an_account_rate_out_of_range_still_answers_every_send() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_test_email_from_another_account_takes_none_of_the_configs_turns() {
+    let fake = FakeSes::start().await;
+    fake.accepts("ok").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| {
+            // One turn in 1 000 s, and no waiting for one.
+            s.max_send_rate = Some(0.001);
+            s.pacing_max_wait = Duration::ZERO;
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let test_email = |config: Value| json!({"to": "admin@example.com", "config": config});
+    let mut other_keys = plain_config();
+    other_keys["accessKeyId"] = json!("AKIAOTHERACCOUNT0000");
+    let mut other_region = plain_config();
+    other_region["region"] = json!("eu-west-1");
+
+    assert_eq!(app.send(&signin_to(1)).await.status(), 200);
+    for (other, config) in [("credentials", other_keys), ("region", other_region)] {
+        let response = app
+            .post("/v1/test-email", Some(ADMIN_TOKEN), &test_email(config))
+            .await;
+        assert_eq!(response.status(), 200, "another {other}");
+    }
+
+    // The config's own account has used its turn, also for a test email with it.
+    let response = app
+        .post(
+            "/v1/test-email",
+            Some(ADMIN_TOKEN),
+            &test_email(plain_config()),
+        )
+        .await;
+    let error = error_of(response, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
+    let error = error_of(app.send(&signin_to(2)).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
+}

@@ -17,8 +17,9 @@ use ses_connector::idempotency::{
     Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
 };
 use ses_connector::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
+use ses_connector::pacing::{MemoryPacer, PaceKey, PaceRefusal, SendPacer};
 use ses_connector::settings::RedisSettings;
-use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisState};
+use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
 use wiremock::ResponseTemplate;
 
 /// The Redis the test script started. Without it these tests fail loudly.
@@ -166,6 +167,52 @@ async fn a_slot_given_back_on_one_replica_is_free_on_the_other() {
 
     b.admit(&victim, None).await.unwrap();
     exceeded(a.admit(&victim, None).await);
+}
+
+/// The pace of sends from `region` with `access_key_id` (`None`: the default chain).
+fn pace_of(region: &str, access_key_id: Option<&str>) -> PaceKey {
+    PaceKey::of(&ses_connector::mailer::Account {
+        region: ses_connector::connector::Region::parse(region).unwrap(),
+        credentials: access_key_id.map(|id| ses_connector::connector::StaticCredentials {
+            access_key_id: id.to_owned(),
+            secret_access_key: "secret".to_owned().into(),
+        }),
+    })
+}
+
+#[tokio::test]
+async fn on_both_backends_two_accounts_paced_at_1_per_second_both_send_at_once() {
+    let redis = redis_settings(&redis_url(), true);
+    let accounts = [
+        pace_of("us-east-1", Some("AKIAMAINACCOUNT")),
+        pace_of("us-east-1", Some("AKIAOTHERACCOUNT")),
+        pace_of("eu-west-1", Some("AKIAMAINACCOUNT")),
+        pace_of("us-east-1", None),
+    ];
+    for backend in BACKENDS {
+        // Redis required, so an unreachable Redis fails instead of pacing in memory;
+        // two replicas on one Redis, so the turns are known to be shared.
+        let replicas: [Arc<dyn SendPacer>; 2] = match backend {
+            Backend::Memory => {
+                let pacer = Arc::new(MemoryPacer::new());
+                [pacer.clone(), pacer]
+            }
+            Backend::Redis => [(); 2].map(|_| -> Arc<dyn SendPacer> {
+                Arc::new(RedisPacer::new(RedisState::connect(&redis).unwrap()))
+            }),
+        };
+        for account in &accounts {
+            let wait = replicas[0].reserve(account, 1.0, Duration::ZERO).await;
+            assert_eq!(wait, Ok(Duration::ZERO), "{backend:?}: {account:?}");
+        }
+        for account in &accounts {
+            let refused = replicas[1].reserve(account, 1.0, Duration::ZERO).await;
+            assert!(
+                matches!(refused, Err(PaceRefusal::Exceeded(_))),
+                "{backend:?}: {account:?}'s second send in the second: {refused:?}"
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
