@@ -9,9 +9,9 @@ use super::RedisState;
 use crate::mailer::BoxFuture;
 use crate::pacing::{self, MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer};
 
-/// GCRA in Redis: the next send's turn is kept under its account's key; a send takes the turn
-/// (moving it on by one interval) unless it would wait longer than allowed. Times
-/// in microseconds on Redis's clock.
+/// GCRA in Redis: the next send's turn is kept under its account's key; a send
+/// takes the turn (moving it on by one interval) unless it would wait longer than
+/// allowed. Times in microseconds on Redis's clock.
 const PACE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
@@ -42,9 +42,7 @@ impl RedisPacer {
             fallback: MemoryPacer::new(),
         }
     }
-}
 
-impl RedisPacer {
     /// `pace:<region>:<digest of the access key id>`, or `pace:<region>:default-chain`.
     fn key(&self, pace: &PaceKey) -> String {
         match pace.access_key_id() {
