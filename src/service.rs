@@ -10,7 +10,7 @@ use crate::address::{Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
-use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
+use crate::limits::{Admission, LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
 use crate::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
@@ -115,21 +115,6 @@ impl ServiceError {
             | ServiceError::Limited(_)
             | ServiceError::Paced(_)
             | ServiceError::StateUnavailable => false,
-        }
-    }
-
-    /// Whether the send was handed to the transport before this error: only then
-    /// may an email have left, and only then does the send count against limits.
-    pub fn reached_transport(&self) -> bool {
-        match self {
-            ServiceError::Send(_) => true,
-            ServiceError::TemplateNotFound { .. }
-            | ServiceError::Render(_)
-            | ServiceError::Overloaded(_)
-            | ServiceError::Limited(_)
-            | ServiceError::StateUnavailable
-            | ServiceError::Paced(_)
-            | ServiceError::Suppressed(_) => false,
         }
     }
 }
@@ -363,20 +348,22 @@ impl EmailService {
                 });
             }
         }
-        let admission = self.limits.admit(&request.to, request.ip).await?;
-        let config = self.config();
-        let mut sent = match self.send_with(&config, request).await {
-            Ok(sent) => sent,
-            // Only a send handed to the transport counts; one that reached it keeps
-            // its slot whatever SES answered, since it may have left.
-            Err(error) if !error.reached_transport() => {
-                self.limits.give_back(admission).await;
-                return Err(error);
-            }
-            Err(error) => return Err(error),
+        let mut unspent = Unspent {
+            limits: self.limits.clone(),
+            admission: Some(self.limits.admit(&request.to, request.ip).await?),
         };
-        sent.warnings.extend(warnings);
-        Ok(sent)
+        let config = self.config();
+        match self.deliver(&config, request, Some(&mut unspent)).await {
+            Ok(mut sent) => {
+                sent.warnings.extend(warnings);
+                Ok(sent)
+            }
+            Err(error) => {
+                // Refused before SES (render, pacing, gate): it does not count.
+                unspent.give_back().await;
+                Err(error)
+            }
+        }
     }
 
     /// Send with a given config (test sends use an unsaved one); test sends are an
@@ -386,12 +373,27 @@ impl EmailService {
         config: &ConnectorConfig,
         request: SendRequest,
     ) -> Result<Sent, ServiceError> {
+        self.deliver(config, request, None).await
+    }
+
+    /// Render, pace, pass the gate and hand the email to the transport; `unspent`
+    /// (the send's admission by the limits) is spent at that hand-over.
+    async fn deliver(
+        &self,
+        config: &ConnectorConfig,
+        request: SendRequest,
+        unspent: Option<&mut Unspent>,
+    ) -> Result<Sent, ServiceError> {
         let usage_type = request.usage_type;
         let (email, template) = compose(config, request)?;
         self.pace(&email.account).await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;
+        // From here the email may leave, so the send counts whatever SES answers.
+        if let Some(unspent) = unspent {
+            unspent.spend();
+        }
         let in_flight = InFlight::enter();
         // The email moves into the transport; its recipient is kept for the log
         // line and the delivery log.
@@ -462,6 +464,41 @@ impl EmailService {
         payload: &Map<String, Value>,
     ) -> Result<Preview, ServiceError> {
         prepare(config, usage_type, payload.clone())
+    }
+}
+
+/// A send's admission by the limits until the send reaches the transport: given
+/// back when the send is refused before it, or cancelled (the caller hung up while
+/// waiting for its turn or for the gate). Only a send handed to SES counts.
+struct Unspent {
+    limits: Arc<dyn SendLimiter>,
+    admission: Option<Admission>,
+}
+
+impl Unspent {
+    /// The send is handed to the transport: it counts from now on.
+    fn spend(&mut self) {
+        self.admission = None;
+    }
+
+    /// Give the admission back, unless it was spent.
+    async fn give_back(mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.limits.give_back(admission).await;
+        }
+    }
+}
+
+impl Drop for Unspent {
+    fn drop(&mut self) {
+        // Cancelled before the transport; the giving back must outlive the request.
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let limits = self.limits.clone();
+            runtime.spawn(async move { limits.give_back(admission).await });
+        }
     }
 }
 
