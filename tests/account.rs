@@ -333,25 +333,23 @@ async fn paced_refusals_do_not_use_up_the_recipients_limit() {
 }
 
 #[tokio::test]
-async fn an_account_rate_out_of_range_still_answers_every_send() {
-    // (what GetAccount says, what the second send of a burst gets)
-    for (max_send_rate, second) in [(1e-30, 429), (1e-9, 429), (1e300, 200)] {
-        let fake = FakeSes::start().await;
-        account_allows(&fake, max_send_rate).await;
-        fake.accepts("ok").await;
-        let app = app_with_fake_ses(&fake).await;
-        until_account_read(&app).await;
+async fn a_rate_too_small_for_a_duration_still_answers_every_send() {
+    // What a GetAccount MaxSendRate of 1e-30 used to become; set directly, since
+    // start-up refuses it as a setting and the quota gauge that says when the
+    // account was read is one for the whole test process.
+    let fake = FakeSes::start().await;
+    fake.accepts("ok").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.max_send_rate = Some(1e-30),
+        ..AppOptions::default()
+    })
+    .await;
 
-        let first = app.send(&signin_to(1)).await;
-        assert_eq!(first.status(), 200, "{max_send_rate}");
-        let response = app.send(&signin_to(2)).await;
-        assert_eq!(response.status(), second, "{max_send_rate}");
-        if second == 429 {
-            // Paced at the slowest rate there is: one send in 1 000 s.
-            let error = error_of(response, 429, "rate_limit_exceeded").await;
-            assert_eq!(error["limit"], "ses_send_rate", "{error}");
-        }
-    }
+    assert_eq!(app.send(&signin_to(1)).await.status(), 200);
+    // Paced at the slowest rate there is: one send in 1 000 s.
+    let error = error_of(app.send(&signin_to(2)).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
 }
 
 #[tokio::test]
