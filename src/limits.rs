@@ -106,8 +106,8 @@ impl From<LimitExceeded> for Refusal {
     }
 }
 
-/// What an admitted send took from its windows, so that a send refused later (by
-/// pacing or the concurrency gate, before SES is called) can give it back.
+/// What an admitted send took from its windows, so that a send that never reaches
+/// SES (refused by pacing or the gate, or its caller gone) can give it back.
 #[derive(Debug, Default)]
 pub struct Admission(pub(crate) Taken);
 
