@@ -106,6 +106,40 @@ impl From<LimitExceeded> for Refusal {
     }
 }
 
+/// What an admitted send took from its windows, so that a send that never reaches
+/// SES (refused by pacing or the gate, or its caller gone) can give it back.
+#[derive(Debug, Default)]
+pub struct Admission(pub(crate) Taken);
+
+/// The hits an admission recorded, by backend.
+#[derive(Debug, Default)]
+pub(crate) enum Taken {
+    /// Every limit is off (or the send named no IP for the only limit on).
+    #[default]
+    Nothing,
+    /// The time recorded in each in-memory log.
+    Memory(Vec<(Log, Instant)>),
+    /// The member recorded under each Redis key.
+    Shared { keys: Vec<String>, member: String },
+}
+
+impl Admission {
+    /// Take the hits back from this process's memory; a shared admission is the
+    /// Redis limiter's to give back.
+    pub(crate) fn give_back_in_memory(self) -> Option<Self> {
+        match self.0 {
+            Taken::Nothing => None,
+            Taken::Memory(hits) => {
+                for (log, at) in hits {
+                    unhit(&log, at);
+                }
+                None
+            }
+            shared @ Taken::Shared { .. } => Some(Admission(shared)),
+        }
+    }
+}
+
 /// Decides whether a send may go ahead: in memory, or in Redis shared by replicas.
 pub trait SendLimiter: Send + Sync {
     /// Count this send against its limits, or refuse it without counting it.
@@ -113,10 +147,22 @@ pub trait SendLimiter: Send + Sync {
         &'a self,
         recipient: &'a Recipient,
         ip: Option<IpAddr>,
-    ) -> BoxFuture<'a, Result<(), Refusal>>;
+    ) -> BoxFuture<'a, Result<Admission, Refusal>>;
+
+    /// Uncount an admitted send that never reached SES. Best effort: when the
+    /// shared state cannot be reached, the hit stays until it leaves its window.
+    fn give_back(&self, admission: Admission) -> BoxFuture<'_, ()>;
 }
 
 type Log = Arc<Mutex<VecDeque<Instant>>>;
+
+/// Remove one hit recorded at `at` (the latest such, should two share an instant).
+fn unhit(log: &Log, at: Instant) {
+    let mut times = log.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = times.iter().rposition(|t| *t == at) {
+        times.remove(i);
+    }
+}
 
 /// At most `rate.count` hits per key in any `rate.window`.
 struct RollingWindow {
@@ -186,29 +232,32 @@ impl MemoryLimits {
         recipient: &Recipient,
         ip: Option<IpAddr>,
         now: Instant,
-    ) -> Result<(), LimitExceeded> {
+    ) -> Result<Admission, LimitExceeded> {
         let exceeded = |limit| move |retry_after| LimitExceeded { limit, retry_after };
-        let counted = match &self.recipient {
-            Some(window) => {
-                let key = self.key(b"recipient", recipient.limit_key().as_bytes());
-                Some(window.try_hit(key, now).map_err(exceeded("recipient"))?)
-            }
-            None => None,
-        };
+        let mut hits = Vec::with_capacity(2);
+        if let Some(window) = &self.recipient {
+            let key = self.key(b"recipient", recipient.limit_key().as_bytes());
+            hits.push((
+                window.try_hit(key, now).map_err(exceeded("recipient"))?,
+                now,
+            ));
+        }
         if let (Some(window), Some(ip)) = (&self.ip, ip) {
             let key = self.key(b"ip", ip_limit_key(ip).as_bytes());
-            if let Err(retry_after) = window.try_hit(key, now) {
-                // Refused sends do not count: take back the recipient's hit.
-                if let Some(log) = counted {
-                    let mut times = log.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(i) = times.iter().rposition(|t| *t == now) {
-                        times.remove(i);
-                    }
+            match window.try_hit(key, now) {
+                Ok(log) => hits.push((log, now)),
+                Err(retry_after) => {
+                    // Refused sends do not count: take back the recipient's hit.
+                    Admission(Taken::Memory(hits)).give_back_in_memory();
+                    return Err(exceeded("ip")(retry_after));
                 }
-                return Err(exceeded("ip")(retry_after));
             }
         }
-        Ok(())
+        Ok(Admission(if hits.is_empty() {
+            Taken::Nothing
+        } else {
+            Taken::Memory(hits)
+        }))
     }
 }
 
@@ -218,7 +267,7 @@ impl MemoryLimits {
         &self,
         recipient: &Recipient,
         ip: Option<IpAddr>,
-    ) -> Result<(), LimitExceeded> {
+    ) -> Result<Admission, LimitExceeded> {
         self.admit_at(recipient, ip, Instant::now())
     }
 }
@@ -228,9 +277,15 @@ impl SendLimiter for MemoryLimits {
         &'a self,
         recipient: &'a Recipient,
         ip: Option<IpAddr>,
-    ) -> BoxFuture<'a, Result<(), Refusal>> {
+    ) -> BoxFuture<'a, Result<Admission, Refusal>> {
         let admitted = self.admit_now(recipient, ip).map_err(Refusal::from);
         Box::pin(std::future::ready(admitted))
+    }
+
+    fn give_back(&self, admission: Admission) -> BoxFuture<'_, ()> {
+        // Only this limiter's own (memory) admissions reach it.
+        let _ = admission.give_back_in_memory();
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -10,9 +10,9 @@ use crate::address::{mask_addresses, Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
-use crate::limits::{LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
+use crate::limits::{Admission, LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
-use crate::pacing::{MemoryPacer, PaceExceeded, PaceRefusal, SendPacer, SendRate};
+use crate::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
 
@@ -301,15 +301,15 @@ impl EmailService {
         &self.pacing.rate
     }
 
-    /// Wait for this send's turn under the account's send rate, if one is known.
-    async fn pace(&self) -> Result<(), ServiceError> {
+    /// Wait for this send's turn under its account's send rate, if one is known.
+    async fn pace(&self, account: &Account) -> Result<(), ServiceError> {
         let Some(rate) = self.pacing.rate.current() else {
             return Ok(());
         };
         let wait = self
             .pacing
             .pacer
-            .reserve(rate, self.pacing.max_wait)
+            .reserve(&PaceKey::of(account), rate, self.pacing.max_wait)
             .await?;
         metrics::histogram!(names::PACING_WAIT).record(wait.as_secs_f64());
         if !wait.is_zero() {
@@ -355,11 +355,22 @@ impl EmailService {
                 });
             }
         }
-        self.limits.admit(&request.to, request.ip).await?;
+        let mut unspent = Unspent {
+            limits: self.limits.clone(),
+            admission: Some(self.limits.admit(&request.to, request.ip).await?),
+        };
         let config = self.config();
-        let mut sent = self.send_with(&config, request).await?;
-        sent.warnings.extend(warnings);
-        Ok(sent)
+        match self.deliver(&config, request, Some(&mut unspent)).await {
+            Ok(mut sent) => {
+                sent.warnings.extend(warnings);
+                Ok(sent)
+            }
+            Err(error) => {
+                // Refused before SES (render, pacing, gate): it does not count.
+                unspent.give_back().await;
+                Err(error)
+            }
+        }
     }
 
     /// Send with a given config (test sends use an unsaved one); test sends are an
@@ -369,12 +380,27 @@ impl EmailService {
         config: &ConnectorConfig,
         request: SendRequest,
     ) -> Result<Sent, ServiceError> {
+        self.deliver(config, request, None).await
+    }
+
+    /// Render, pace, pass the gate and hand the email to the transport; `unspent`
+    /// (the send's admission by the limits) is spent at that hand-over.
+    async fn deliver(
+        &self,
+        config: &ConnectorConfig,
+        request: SendRequest,
+        unspent: Option<&mut Unspent>,
+    ) -> Result<Sent, ServiceError> {
         let usage_type = request.usage_type;
         let (email, template) = compose(config, request)?;
-        self.pace().await?;
+        self.pace(&email.account).await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
             metrics::counter!(names::OVERLOADED).increment(1);
         })?;
+        // From here the email may leave, so the send counts whatever SES answers.
+        if let Some(unspent) = unspent {
+            unspent.spend();
+        }
         let in_flight = InFlight::enter();
         // The email moves into the transport; its recipient is kept for the log
         // line and the delivery log.
@@ -446,6 +472,41 @@ impl EmailService {
         payload: &Map<String, Value>,
     ) -> Result<Preview, ServiceError> {
         prepare(config, usage_type, payload.clone())
+    }
+}
+
+/// A send's admission by the limits until the send reaches the transport: given
+/// back when the send is refused before it, or cancelled (the caller hung up while
+/// waiting for its turn or for the gate). Only a send handed to SES counts.
+struct Unspent {
+    limits: Arc<dyn SendLimiter>,
+    admission: Option<Admission>,
+}
+
+impl Unspent {
+    /// The send is handed to the transport: it counts from now on.
+    fn spend(&mut self) {
+        self.admission = None;
+    }
+
+    /// Give the admission back, unless it was spent.
+    async fn give_back(mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.limits.give_back(admission).await;
+        }
+    }
+}
+
+impl Drop for Unspent {
+    fn drop(&mut self) {
+        // Cancelled before the transport; the giving back must outlive the request.
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let limits = self.limits.clone();
+            runtime.spawn(async move { limits.give_back(admission).await });
+        }
     }
 }
 

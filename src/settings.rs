@@ -97,7 +97,7 @@ pub struct ServeArgs {
     pub log: LogArgs,
 
     /// Sends per second at most, overriding the SES account's max send rate (read
-    /// with GetAccount); `0` turns pacing off.
+    /// with GetAccount), 0.001 to 1000000; `0` turns pacing off.
     #[arg(long, env = "SES_CONNECTOR_MAX_SEND_RATE", value_name = "PER_SECOND")]
     pub max_send_rate: Option<f64>,
 
@@ -555,14 +555,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             config_read_timeout: CONFIG_READ_TIMEOUT,
             redis,
-            max_send_rate: match args.max_send_rate {
-                Some(rate) if !rate.is_finite() || rate < 0.0 => {
-                    return Err(SettingsError(format!(
-                        "SES_CONNECTOR_MAX_SEND_RATE must be a number of sends per second (0 turns pacing off), got {rate}"
-                    )))
-                }
-                other => other,
-            },
+            max_send_rate: args.max_send_rate.map(max_send_rate).transpose()?,
             pacing_max_wait: Duration::from_millis(args.pacing_max_wait_ms),
             quota_interval: QUOTA_INTERVAL,
             feedback_queue_url: args.feedback_queue_url.filter(|u| !u.trim().is_empty()),
@@ -570,6 +563,17 @@ impl Settings {
             ses_suppression_check: args.ses_suppression_check,
         })
     }
+}
+
+/// `SES_CONNECTOR_MAX_SEND_RATE`: 0 (pacing off), or a rate the pacer can keep.
+fn max_send_rate(rate: f64) -> Result<f64, SettingsError> {
+    use crate::pacing::{MAX_SEND_RATE, MIN_SEND_RATE};
+    if rate == 0.0 || (MIN_SEND_RATE..=MAX_SEND_RATE).contains(&rate) {
+        return Ok(rate);
+    }
+    Err(SettingsError(format!(
+        "SES_CONNECTOR_MAX_SEND_RATE must be 0 (pacing off) or between {MIN_SEND_RATE} and {MAX_SEND_RATE:.0} sends per second, got {rate}"
+    )))
 }
 
 /// The Redis settings, when a URL is given (inline or in a file).
@@ -904,5 +908,36 @@ mod tests {
         let mut args = base.to_vec();
         args.extend(["--ses-attempt-timeout-seconds", "20"]);
         assert!(settings(&args).is_err());
+    }
+    #[test]
+    fn the_max_send_rate_is_0_or_a_rate_the_pacer_can_keep() {
+        let with = |rate: &str| {
+            let flag = format!("--max-send-rate={rate}");
+            settings(&["--dev", &flag]).map(|s| s.max_send_rate)
+        };
+        for (rate, expected) in [
+            ("0", Some(0.0)),
+            ("0.001", Some(0.001)),
+            ("14", Some(14.0)),
+            ("1000000", Some(1_000_000.0)),
+        ] {
+            assert_eq!(with(rate).unwrap(), expected, "{rate}");
+        }
+        for (rate, why) in [
+            ("1e-25", "tiny: one send in 10^25 s"),
+            ("0.0009", "below the slowest pace"),
+            ("1000001", "above the fastest pace"),
+            ("1e300", "huge"),
+            ("NaN", "not a number"),
+            ("inf", "infinite"),
+            ("-1", "negative"),
+        ] {
+            let error = with(rate).unwrap_err().to_string();
+            assert!(
+                error.contains("SES_CONNECTOR_MAX_SEND_RATE")
+                    && error.contains("between 0.001 and 1000000"),
+                "{why}: {error}"
+            );
+        }
     }
 }

@@ -281,3 +281,115 @@ async fn a_test_email_carries_the_doctors_warnings() {
         "{body}"
     );
 }
+
+/// Send `body` until SES takes it, each refusal on the way being the pace's
+/// (bounded: the pace gives a turn within seconds).
+async fn send_when_paced_through(app: &TestApp, body: &Value) {
+    for refusals in 0..100 {
+        let response = app.send(body).await;
+        if response.status() == 200 {
+            return;
+        }
+        let error = error_of(response, 429, "rate_limit_exceeded").await;
+        assert_eq!(
+            error["limit"], "ses_send_rate",
+            "after {refusals} paced refusals"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no turn was given in 10 s");
+}
+
+#[tokio::test]
+async fn paced_refusals_do_not_use_up_the_recipients_limit() {
+    let fake = FakeSes::start().await;
+    let arrivals = fake.notes_arrivals().await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| {
+            s.rate_limit_recipient = "2/600".parse().unwrap();
+            // One turn every 2 s, and no waiting for one.
+            s.max_send_rate = Some(0.5);
+            s.pacing_max_wait = Duration::ZERO;
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let body = json!({"to": "victim@example.com", "type": "SignIn", "payload": {"code": "1"}});
+    assert_eq!(app.send(&body).await.status(), 200);
+
+    let refused = futures_util::future::join_all((0..3).map(|_| app.send(&body))).await;
+    for response in refused {
+        let error = error_of(response, 429, "rate_limit_exceeded").await;
+        assert_eq!(error["limit"], "ses_send_rate", "{error}");
+    }
+
+    // The recipient's second send still goes once the pace allows it…
+    send_when_paced_through(&app, &body).await;
+    // …and the limit holds for the sends that reached SES.
+    let error = error_of(app.send(&body).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "recipient", "{error}");
+    assert_eq!(arrivals.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_rate_too_small_for_a_duration_still_answers_every_send() {
+    // What a GetAccount MaxSendRate of 1e-30 used to become; set directly, since
+    // start-up refuses it as a setting and the quota gauge that says when the
+    // account was read is one for the whole test process.
+    let fake = FakeSes::start().await;
+    fake.accepts("ok").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| s.max_send_rate = Some(1e-30),
+        ..AppOptions::default()
+    })
+    .await;
+
+    assert_eq!(app.send(&signin_to(1)).await.status(), 200);
+    // Paced at the slowest rate there is: one send in 1 000 s.
+    let error = error_of(app.send(&signin_to(2)).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
+}
+
+#[tokio::test]
+async fn a_test_email_from_another_account_takes_none_of_the_configs_turns() {
+    let fake = FakeSes::start().await;
+    fake.accepts("ok").await;
+    let app = spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        tune: |s| {
+            // One turn in 1 000 s, and no waiting for one.
+            s.max_send_rate = Some(0.001);
+            s.pacing_max_wait = Duration::ZERO;
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let test_email = |config: Value| json!({"to": "admin@example.com", "config": config});
+    let mut other_keys = plain_config();
+    other_keys["accessKeyId"] = json!("AKIAOTHERACCOUNT0000");
+    let mut other_region = plain_config();
+    other_region["region"] = json!("eu-west-1");
+
+    assert_eq!(app.send(&signin_to(1)).await.status(), 200);
+    for (other, config) in [("credentials", other_keys), ("region", other_region)] {
+        let response = app
+            .post("/v1/test-email", Some(ADMIN_TOKEN), &test_email(config))
+            .await;
+        assert_eq!(response.status(), 200, "another {other}");
+    }
+
+    // The config's own account has used its turn, also for a test email with it.
+    let response = app
+        .post(
+            "/v1/test-email",
+            Some(ADMIN_TOKEN),
+            &test_email(plain_config()),
+        )
+        .await;
+    let error = error_of(response, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
+    let error = error_of(app.send(&signin_to(2)).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "ses_send_rate", "{error}");
+}

@@ -427,6 +427,116 @@ async fn a_burst_far_above_the_cap_gets_an_answer_for_every_request() {
     );
 }
 
+#[tokio::test]
+async fn sends_refused_by_the_concurrency_gate_do_not_use_up_the_recipients_limit() {
+    let fake = FakeSes::start().await;
+    // The one slot is held by a slow send to someone else.
+    Mock::given(method("POST"))
+        .and(path(SEND_PATH))
+        .and(wiremock::matchers::body_string_contains(
+            "holder@example.com",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"MessageId": "slow"}))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&fake.server)
+        .await;
+    fake.accepts("fast").await;
+    let app = arc(spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ses: patient_ses(),
+        tune: |s| {
+            s.rate_limit_recipient = "2/600".parse().unwrap();
+            s.max_concurrent_sends = 1;
+            s.max_queued_sends = 0;
+        },
+        ..AppOptions::default()
+    })
+    .await);
+    let holder = tokio::spawn({
+        let app = app.clone();
+        async move { app.send(&signin("holder@example.com")).await.status() }
+    });
+    until_received(&fake, 1).await;
+
+    for _ in 0..3 {
+        let response = app.send(&signin("victim@example.com")).await;
+        error_of(response, 503, "service_unavailable").await;
+    }
+    assert_eq!(holder.await.unwrap(), 200);
+
+    for i in 0..2 {
+        let response = app.send(&signin("victim@example.com")).await;
+        assert_eq!(response.status(), 200, "send {i} that reaches SES");
+    }
+    let error = error_of(
+        app.send(&signin("victim@example.com")).await,
+        429,
+        "rate_limit_exceeded",
+    )
+    .await;
+    assert_eq!(error["limit"], "recipient");
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_before_its_send_reaches_ses_does_not_use_up_the_recipient() {
+    let fake = FakeSes::start().await;
+    Mock::given(method("POST"))
+        .and(path(SEND_PATH))
+        .and(wiremock::matchers::body_string_contains(
+            "holder@example.com",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"MessageId": "slow"}))
+                .set_delay(Duration::from_secs(1)),
+        )
+        .mount(&fake.server)
+        .await;
+    fake.accepts("fast").await;
+    let app = arc(spawn_app(AppOptions {
+        ses_endpoint: Some(fake.uri()),
+        ses: patient_ses(),
+        tune: |s| {
+            s.rate_limit_recipient = "1/600".parse().unwrap();
+            s.max_concurrent_sends = 1;
+            s.max_queued_sends = 1;
+            s.queue_timeout = Duration::from_secs(5);
+        },
+        ..AppOptions::default()
+    })
+    .await);
+    let holder = tokio::spawn({
+        let app = app.clone();
+        async move { app.send(&signin("holder@example.com")).await.status() }
+    });
+    until_received(&fake, 1).await;
+
+    // Admitted, then waiting at the gate when its caller gives up.
+    let victim = signin("victim@example.com");
+    send_and_hang_up(&app, None, &victim, Duration::from_millis(300)).await;
+    assert_eq!(holder.await.unwrap(), 200);
+
+    // The slot comes back once the server has seen the hang-up (bounded).
+    for _ in 0..100 {
+        let response = app.send(&victim).await;
+        if response.status() == 200 {
+            assert_eq!(
+                fake.requests().await.len(),
+                2,
+                "the hung-up send never left"
+            );
+            return;
+        }
+        let error = error_of(response, 429, "rate_limit_exceeded").await;
+        assert_eq!(error["limit"], "recipient", "{error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the hung-up send still counts against the recipient");
+}
+
 /// Reads until the server closes the connection; what it sent before closing.
 async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;

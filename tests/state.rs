@@ -17,8 +17,9 @@ use ses_connector::idempotency::{
     Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
 };
 use ses_connector::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
+use ses_connector::pacing::{MemoryPacer, PaceKey, PaceRefusal, SendPacer};
 use ses_connector::settings::RedisSettings;
-use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisState};
+use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
 use wiremock::ResponseTemplate;
 
 /// The Redis the test script started. Without it these tests fail loudly.
@@ -66,7 +67,7 @@ fn to(address: &str) -> Recipient {
     Recipient::parse(address).unwrap()
 }
 
-fn exceeded(refusal: Result<(), Refusal>) -> (&'static str, Duration) {
+fn exceeded<T: std::fmt::Debug>(refusal: Result<T, Refusal>) -> (&'static str, Duration) {
     match refusal {
         Err(Refusal::Exceeded(e)) => (e.limit, e.retry_after),
         other => panic!("expected a refusal, got {other:?}"),
@@ -116,6 +117,102 @@ async fn both_backends_refuse_on_the_ip_limit_without_using_up_the_recipient() {
             limit, "recipient",
             "{backend:?}: two counted, the refused one not"
         );
+    }
+}
+
+#[tokio::test]
+async fn on_both_backends_a_send_given_back_uses_up_no_window() {
+    let ip: IpAddr = "203.0.113.9".parse().unwrap();
+    for backend in BACKENDS {
+        let limits = match backend {
+            Backend::Memory => limiter(backend, rate("2/600"), rate("2/600")),
+            // Required, so a Redis that cannot answer fails the test instead of
+            // passing it on the memory fallback.
+            Backend::Redis => {
+                let state = RedisState::connect(&redis_settings(&redis_url(), true)).unwrap();
+                Arc::new(RedisLimits::new(state, rate("2/600"), rate("2/600")))
+            }
+        };
+        let a = to("a@example.com");
+        // Three sends admitted, then refused by pacing or the gate before SES.
+        for _ in 0..3 {
+            let admission = limits.admit(&a, Some(ip)).await.unwrap();
+            limits.give_back(admission).await;
+        }
+        // Both windows still have both their sends.
+        limits.admit(&a, Some(ip)).await.unwrap();
+        limits
+            .admit(&to("A+codes@example.com"), Some(ip))
+            .await
+            .unwrap();
+        let (limit, _) = exceeded(limits.admit(&a, None).await);
+        assert_eq!(limit, "recipient", "{backend:?}");
+        let (limit, _) = exceeded(limits.admit(&to("b@example.com"), Some(ip)).await);
+        assert_eq!(limit, "ip", "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_slot_given_back_on_one_replica_is_free_on_the_other() {
+    let settings = redis_settings(&redis_url(), true);
+    let replica = || {
+        let state = RedisState::connect(&settings).unwrap();
+        RedisLimits::new(state, rate("1/600"), rate("0"))
+    };
+    let (a, b) = (replica(), replica());
+    let victim = to("victim@example.org");
+
+    let admission = a.admit(&victim, None).await.unwrap();
+    exceeded(b.admit(&victim, None).await);
+    a.give_back(admission).await;
+
+    b.admit(&victim, None).await.unwrap();
+    exceeded(a.admit(&victim, None).await);
+}
+
+/// The pace of sends from `region` with `access_key_id` (`None`: the default chain).
+fn pace_of(region: &str, access_key_id: Option<&str>) -> PaceKey {
+    PaceKey::of(&ses_connector::mailer::Account {
+        region: ses_connector::connector::Region::parse(region).unwrap(),
+        credentials: access_key_id.map(|id| ses_connector::connector::StaticCredentials {
+            access_key_id: id.to_owned(),
+            secret_access_key: "secret".to_owned().into(),
+        }),
+    })
+}
+
+#[tokio::test]
+async fn on_both_backends_two_accounts_paced_at_1_per_second_both_send_at_once() {
+    let redis = redis_settings(&redis_url(), true);
+    let accounts = [
+        pace_of("us-east-1", Some("AKIAMAINACCOUNT")),
+        pace_of("us-east-1", Some("AKIAOTHERACCOUNT")),
+        pace_of("eu-west-1", Some("AKIAMAINACCOUNT")),
+        pace_of("us-east-1", None),
+    ];
+    for backend in BACKENDS {
+        // Redis required, so an unreachable Redis fails instead of pacing in memory;
+        // two replicas on one Redis, so the turns are known to be shared.
+        let replicas: [Arc<dyn SendPacer>; 2] = match backend {
+            Backend::Memory => {
+                let pacer = Arc::new(MemoryPacer::new());
+                [pacer.clone(), pacer]
+            }
+            Backend::Redis => [(); 2].map(|_| -> Arc<dyn SendPacer> {
+                Arc::new(RedisPacer::new(RedisState::connect(&redis).unwrap()))
+            }),
+        };
+        for account in &accounts {
+            let wait = replicas[0].reserve(account, 1.0, Duration::ZERO).await;
+            assert_eq!(wait, Ok(Duration::ZERO), "{backend:?}: {account:?}");
+        }
+        for account in &accounts {
+            let refused = replicas[1].reserve(account, 1.0, Duration::ZERO).await;
+            assert!(
+                matches!(refused, Err(PaceRefusal::Exceeded(_))),
+                "{backend:?}: {account:?}'s second send in the second: {refused:?}"
+            );
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use redis::Script;
 
 use super::{RedisState, StateError};
 use crate::address::Recipient;
-use crate::limits::{ip_limit_key, LimitExceeded, MemoryLimits, Rate, Refusal, SendLimiter};
+use crate::limits::{
+    ip_limit_key, Admission, LimitExceeded, MemoryLimits, Rate, Refusal, SendLimiter, Taken,
+};
 use crate::mailer::BoxFuture;
 
 /// "At most N in any rolling T" for every key given, atomically: expire what left
@@ -35,6 +37,15 @@ end
 return {0, 0}
 "#;
 
+/// Take one send's member out of every key it was recorded under (a send refused
+/// after admission does not count).
+const GIVE_BACK: &str = r#"
+for i = 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+return 0
+"#;
+
 /// The rolling-window limits in Redis, shared by every replica; this replica's
 /// memory when Redis cannot be reached (unless it is required).
 pub struct RedisLimits {
@@ -42,6 +53,7 @@ pub struct RedisLimits {
     recipient: Rate,
     ip: Rate,
     script: Script,
+    give_back: Script,
     fallback: MemoryLimits,
 }
 
@@ -52,6 +64,7 @@ impl RedisLimits {
             recipient,
             ip,
             script: Script::new(ROLLING_WINDOW),
+            give_back: Script::new(GIVE_BACK),
             fallback: MemoryLimits::new(recipient, ip),
         }
     }
@@ -83,11 +96,14 @@ impl RedisLimits {
     async fn admit_shared(
         &self,
         windows: &[(&'static str, String, Rate)],
-    ) -> Result<Result<(), LimitExceeded>, StateError> {
+    ) -> Result<Result<Admission, LimitExceeded>, StateError> {
         let mut invocation = self.script.prepare_invoke();
         // A member unique to this send; a fast generator, no system call.
-        let member = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        invocation.arg(member.simple().to_string());
+        let member = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+            .into_uuid()
+            .simple()
+            .to_string();
+        invocation.arg(&member);
         for (_, key, rate) in windows {
             invocation
                 .key(key)
@@ -102,7 +118,10 @@ impl RedisLimits {
             })
             .await?;
         Ok(match which.checked_sub(1).and_then(|i| windows.get(i)) {
-            None => Ok(()),
+            None => Ok(Admission(Taken::Shared {
+                keys: windows.iter().map(|(_, key, _)| key.clone()).collect(),
+                member,
+            })),
             Some((limit, _, _)) => Err(LimitExceeded {
                 limit,
                 retry_after: Duration::from_millis(retry_ms.max(1) as u64),
@@ -116,11 +135,11 @@ impl SendLimiter for RedisLimits {
         &'a self,
         recipient: &'a Recipient,
         ip: Option<IpAddr>,
-    ) -> BoxFuture<'a, Result<(), Refusal>> {
+    ) -> BoxFuture<'a, Result<Admission, Refusal>> {
         Box::pin(async move {
             let windows = self.windows(recipient, ip);
             if windows.is_empty() {
-                return Ok(());
+                return Ok(Admission::default());
             }
             match self.admit_shared(&windows).await {
                 Ok(admitted) => admitted.map_err(Refusal::from),
@@ -130,6 +149,30 @@ impl SendLimiter for RedisLimits {
                     .admit_now(recipient, ip)
                     .map_err(Refusal::from),
             }
+        })
+    }
+
+    fn give_back(&self, admission: Admission) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Admitted by the fallback while Redis was away: given back there.
+            let Some(Admission(Taken::Shared { keys, member })) = admission.give_back_in_memory()
+            else {
+                return;
+            };
+            let mut invocation = self.give_back.prepare_invoke();
+            invocation.arg(&member);
+            for key in &keys {
+                invocation.key(key);
+            }
+            let invocation = &invocation;
+            // Unanswered, the hit stays until it leaves its window; the call already
+            // counted the error and marked the link.
+            let _ = self
+                .state
+                .call("limit", |mut connection| async move {
+                    invocation.invoke_async::<i64>(&mut connection).await
+                })
+                .await;
         })
     }
 }

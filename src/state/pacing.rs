@@ -7,11 +7,11 @@ use redis::Script;
 
 use super::RedisState;
 use crate::mailer::BoxFuture;
-use crate::pacing::{self, MemoryPacer, PaceExceeded, PaceRefusal, SendPacer};
+use crate::pacing::{self, MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer};
 
-/// GCRA in Redis: the next send's turn is kept under one key; a send takes the turn
-/// (moving it on by one interval) unless it would wait longer than allowed. Times
-/// in microseconds on Redis's clock.
+/// GCRA in Redis: the next send's turn is kept under its account's key; a send
+/// takes the turn (moving it on by one interval) unless it would wait longer than
+/// allowed. Times in microseconds on Redis's clock.
 const PACE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
@@ -42,16 +42,27 @@ impl RedisPacer {
             fallback: MemoryPacer::new(),
         }
     }
+
+    /// `pace:<region>:<digest of the access key id>`, or `pace:<region>:default-chain`.
+    fn key(&self, pace: &PaceKey) -> String {
+        match pace.access_key_id() {
+            Some(id) => self
+                .state
+                .digest_key(&["pace", pace.region()], id.as_bytes()),
+            None => self.state.key(&["pace", pace.region(), "default-chain"]),
+        }
+    }
 }
 
 impl SendPacer for RedisPacer {
-    fn reserve(
-        &self,
+    fn reserve<'a>(
+        &'a self,
+        pace: &'a PaceKey,
         rate: f64,
         max_wait: Duration,
-    ) -> BoxFuture<'_, Result<Duration, PaceRefusal>> {
+    ) -> BoxFuture<'a, Result<Duration, PaceRefusal>> {
         Box::pin(async move {
-            let key = &self.state.key(&["pace"]);
+            let key = &self.key(pace);
             let interval = pacing::interval(rate).as_micros() as u64;
             let max = max_wait.as_micros() as u64;
             let taken = self
@@ -75,7 +86,7 @@ impl SendPacer for RedisPacer {
                     retry_after: micros(over),
                 })),
                 Err(_) if self.state.required() => Err(PaceRefusal::StateUnavailable),
-                Err(_) => self.fallback.reserve(rate, max_wait).await,
+                Err(_) => self.fallback.reserve(pace, rate, max_wait).await,
             }
         })
     }
