@@ -416,6 +416,7 @@ async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs
         usage_type,
         payload,
         ip: None,
+        sender: None,
     };
     let mailer = SesMailer::new(&SesOptions::default()).await;
     let service = EmailService::new(

@@ -23,6 +23,10 @@ pub struct SendRequest {
     pub usage_type: UsageType,
     pub payload: Map<String, Value>,
     pub ip: Option<std::net::IpAddr>,
+    /// The send token it is made for (the auth layer's digest of it), kept in the
+    /// delivery record so that only that token (or an admin) reads its status;
+    /// `None` for sends no send token made (test emails, the command line).
+    pub sender: Option<[u8; 32]>,
 }
 
 /// A sent email: the transport's id, the template used, and what the caller should
@@ -127,12 +131,6 @@ const SES_SUPPRESSION_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes of sends and their events remembered for `GET /v1/messages/{id}` (7 days
 /// at most; a send is about 300 bytes, its events at most about 30 KiB).
 pub const DELIVERY_LOG_CAPACITY: u64 = 64 * 1024 * 1024;
-
-tokio::task_local! {
-    /// The send token a send is made for (the auth layer's digest of it), set by the
-    /// HTTP layer around the send so the delivery record keeps who may read it.
-    pub static SENDER: Option<[u8; 32]>;
-}
 
 impl SuppressionPolicy {
     pub fn label(self) -> &'static str {
@@ -392,6 +390,7 @@ impl EmailService {
         unspent: Option<&mut Unspent>,
     ) -> Result<Sent, ServiceError> {
         let usage_type = request.usage_type;
+        let sender = request.sender;
         let (email, template) = compose(config, request)?;
         self.pace(&email.account).await?;
         let _slot = self.gate.enter().await.inspect_err(|_| {
@@ -439,7 +438,7 @@ impl EmailService {
             ),
         }
         let message_id = result?;
-        self.remember(&message_id, &to, usage_type).await;
+        self.remember(&message_id, &to, usage_type, sender).await;
         Ok(Sent {
             message_id,
             template,
@@ -449,7 +448,13 @@ impl EmailService {
 
     /// Keep the send for `GET /v1/messages/{id}`, with what the transport already
     /// knows of its fate (the outbox's mailbox simulator).
-    async fn remember(&self, message_id: &str, to: &Recipient, usage_type: UsageType) {
+    async fn remember(
+        &self,
+        message_id: &str,
+        to: &Recipient,
+        usage_type: UsageType,
+        sender: Option<[u8; 32]>,
+    ) {
         let record = MessageRecord {
             message_id: message_id.to_owned(),
             usage_type,
@@ -458,7 +463,6 @@ impl EmailService {
             status: crate::feedback::Status::Sent,
             events: Vec::new(),
         };
-        let sender = SENDER.try_with(|sender| *sender).ok().flatten();
         self.deliveries.sent(record, to, sender).await;
         if let Some(notification) = self.mailer.simulated_feedback(message_id, to) {
             self.deliveries.record(notification).await;

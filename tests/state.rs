@@ -639,6 +639,47 @@ async fn two_replicas_share_one_send_rate() {
 }
 
 #[tokio::test]
+async fn paced_refusals_on_either_replica_do_not_use_up_the_shared_recipient_limit() {
+    let fake = FakeSes::start().await;
+    let arrivals = fake.notes_arrivals().await;
+    // Required: a Redis that cannot answer fails the sends instead of passing the
+    // test on each replica's memory.
+    let redis = redis_settings(&redis_url(), true);
+    let (a, b) = replicas(&fake, &redis, |s| {
+        s.rate_limit_recipient = "2/600".parse().unwrap();
+        // One turn every 2 s for the two, and no waiting for one.
+        s.max_send_rate = Some(0.5);
+        s.pacing_max_wait = Duration::ZERO;
+    })
+    .await;
+    let victim = signin("victim@example.org");
+    assert_eq!(a.send(&victim).await.status(), 200);
+
+    for replica in [&a, &b, &a] {
+        let error = error_of(replica.send(&victim).await, 429, "rate_limit_exceeded").await;
+        assert_eq!(error["limit"], "ses_send_rate", "{error}");
+    }
+
+    // The second send goes once the pace allows it (bounded), on either replica…
+    let mut sent = false;
+    for replica in [&b, &a].into_iter().cycle().take(100) {
+        let response = replica.send(&victim).await;
+        if response.status() == 200 {
+            sent = true;
+            break;
+        }
+        let error = error_of(response, 429, "rate_limit_exceeded").await;
+        assert_eq!(error["limit"], "ses_send_rate", "{error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent, "no turn was given in 10 s");
+    // …and the shared limit holds for the sends that reached SES.
+    let error = error_of(a.send(&victim).await, 429, "rate_limit_exceeded").await;
+    assert_eq!(error["limit"], "recipient", "{error}");
+    assert_eq!(arrivals.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn replicas_share_what_became_of_a_send_and_who_is_suppressed() {
     let redis = redis_settings(&redis_url(), false);
     let options = || AppOptions {

@@ -168,6 +168,7 @@ impl SendBody {
             usage_type: checked_type(&self.r#type)?,
             payload: self.payload.into_valid().unwrap_or_default(),
             ip: self.ip.valid().and_then(|ip| parse_ip(ip)),
+            sender: None,
         })
     }
 }
@@ -186,6 +187,7 @@ impl TestEmailBody {
             usage_type: checked_type(&self.r#type).unwrap_or(UsageType::Generic),
             payload: self.payload.into_valid().unwrap_or_else(default_payload),
             ip: None,
+            sender: None,
         };
         Some((self.config.into_valid()?, request))
     }

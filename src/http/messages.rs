@@ -56,7 +56,9 @@ pub async fn send(
     ValidatedJson { body, json }: ValidatedJson<SendBody>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let request = body.into_request().ok_or_else(unchecked)?;
+    let mut request = body.into_request().ok_or_else(unchecked)?;
+    // The delivery record keeps which token sent, for `GET /v1/messages/{id}`.
+    request.sender = caller.token_id;
     let work = {
         let state = state.clone();
         async move {
@@ -64,8 +66,6 @@ pub async fn send(
             Ok(json_bytes(SendResponse::from(sent)))
         }
     };
-    // The delivery record keeps which token sent, for `GET /v1/messages/{id}`.
-    let work = crate::service::SENDER.scope(caller.token_id, work);
     once(&state, &caller, "messages", keyed(key, json)?, work).await
 }
 
