@@ -1,13 +1,11 @@
 //! Property tests: no JSON value, as a config or a request body, can panic the
 //! service or get a 5xx. Driven through the router without a socket.
 
-mod common;
-
 use std::sync::OnceLock;
 
+use crate::harness::*;
 use axum::body::Body;
 use axum::http::Request;
-use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;

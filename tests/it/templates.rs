@@ -3,9 +3,7 @@
 //! email), and a render that grows past its bound fails in the error shape while the
 //! service keeps serving.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const RECURSIVE: &str = r#"{{#*inline "p"}}{{> p}}{{/inline}}{{> p}}"#;

@@ -1,10 +1,8 @@
 //! End to end against moto, an independent implementation of the SES API.
 //! The test script starts moto and sets `MOTO_URL`.
 
-mod common;
-
+use crate::harness::*;
 use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
-use common::*;
 use serde_json::{json, Value};
 
 /// Verify an identity in moto, as the SES sandbox requires before sending.

@@ -1,11 +1,9 @@
 //! Idempotent retries, abuse limits, bounded work, graceful shutdown, hot reload and
 //! SES faults, against a programmable fake SES.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};

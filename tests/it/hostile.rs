@@ -2,9 +2,7 @@
 //! route: each gets its 4xx in the one error shape, none reaches SES, and the
 //! service keeps serving.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 struct Case {

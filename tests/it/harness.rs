@@ -1,5 +1,4 @@
 //! Test helpers: start the real service on a random port, talk to it, fake SES.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +63,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    pub outbox: bool,
     /// This instance's link to Redis, when state is shared (two instances in one
     /// test process share the metrics, not this).
     pub shared_state: Option<Arc<ses_connector::state::RedisState>>,
@@ -141,7 +139,7 @@ pub async fn build_app(options: AppOptions) -> Application {
 }
 
 pub async fn spawn_app(options: AppOptions) -> TestApp {
-    let (app, transport) = build(options).await;
+    let (app, _) = build(options).await;
     let address = format!("http://127.0.0.1:{}", app.port());
     let health_address = app.health_addr().map(|a| format!("http://{a}"));
     let shared_state = app.shared_state();
@@ -158,7 +156,6 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
             .unwrap(),
         stop: Some(stop_tx),
         server: Some(server),
-        outbox: transport == Transport::Outbox,
         shared_state,
     }
 }

@@ -3,14 +3,12 @@
 //! service, Redis going away and coming back, and Redis required.
 //! `scripts/test.sh` installs and starts a Redis server and sets `REDIS_URL`.
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use ses_connector::address::Recipient;
 use ses_connector::idempotency::{

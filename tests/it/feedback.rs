@@ -3,11 +3,9 @@
 //! called. In dev mode the outbox imitates SES's mailbox simulator; against moto, the
 //! notifications travel through a real SQS queue.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 fn signin(to: &str) -> Value {

@@ -1,11 +1,9 @@
 //! Knowing the SES account: its quota read into `/metrics`, and sends paced under its
 //! maximum send rate instead of being throttled by SES.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};

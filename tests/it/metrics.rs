@@ -1,8 +1,6 @@
 //! `/metrics` moves with the work the service does.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// The value of the first sample of `name` whose labels include all of `labels`.

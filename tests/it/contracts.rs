@@ -1,9 +1,7 @@
 //! The committed contracts in `schemas/` are what the code generates.
-//! To regenerate them: `UPDATE_SCHEMAS=1 cargo nextest run --test contracts`.
+//! To regenerate them: `UPDATE_SCHEMAS=1 cargo nextest run contracts::`.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 use ses_connector::http::openapi::{config_schema_json, openapi_json, send_schema_json};
 
@@ -18,7 +16,7 @@ fn check(file: &str, generated: &str) {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "schemas/{file} differs from what the code generates; regenerate with `UPDATE_SCHEMAS=1 cargo nextest run --test contracts` and commit it"
+        "schemas/{file} differs from what the code generates; regenerate with `UPDATE_SCHEMAS=1 cargo nextest run contracts::` and commit it"
     );
 }
 

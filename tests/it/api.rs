@@ -1,10 +1,8 @@
 //! The HTTP API end to end, with SES played by a programmable fake.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 use wiremock::ResponseTemplate;
 
