@@ -1,7 +1,8 @@
 //! Idempotency keys: the first request with a key does the work; repeats with the same
 //! body get its answer, waiting for it while it is in flight.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -71,9 +72,13 @@ struct Entry<T> {
     weight: usize,
 }
 
-/// In-memory store: bounded in bytes, entries expire after [`RETENTION`].
+/// In-memory store: kept answers bounded in bytes and expiring after
+/// [`RETENTION`]; the keys in flight apart from them, so that no amount of kept
+/// answers can evict a claim whose work is still running (its duplicate would run
+/// the work again). Keys in flight are bounded by the sends in flight.
 pub struct MemoryIdempotencyStore<T: Clone + Weigh + Send + Sync + 'static> {
     entries: moka::sync::Cache<String, Arc<Entry<T>>>,
+    in_flight: Arc<Mutex<HashMap<String, Arc<Entry<T>>>>>,
 }
 
 /// What an entry costs besides its key and answer.
@@ -90,6 +95,7 @@ impl<T: Clone + Weigh + Send + Sync + 'static> MemoryIdempotencyStore<T> {
                 })
                 .time_to_live(RETENTION)
                 .build(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -106,6 +112,10 @@ impl<T: Clone + Weigh + Send + Sync + 'static> MemoryIdempotencyStore<T> {
     }
 }
 
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIdempotencyStore<T> {
     fn execute<'a>(
         &'a self,
@@ -114,37 +124,49 @@ impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIde
         work: BoxFuture<'static, Completed<T>>,
     ) -> BoxFuture<'a, Result<Answer<T>, IdempotencyError>> {
         Box::pin(async move {
-            let (answer_tx, answer_rx) = watch::channel(None);
-            let claim = Arc::new(Entry {
-                fingerprint,
-                answer: answer_rx,
-                weight: 0,
-            });
-            let entry = self.entries.entry(key.clone()).or_insert_with(|| claim);
-            let first = entry.is_fresh();
-            let entry = entry.into_value();
-            if first {
-                // The work and the storing of its answer run in their own task, so
-                // a caller that hangs up cancels neither: a duplicate waiting for
-                // this answer gets it instead of starting a second send.
-                let entries = self.entries.clone();
-                let key = key.clone();
-                tokio::spawn(async move {
-                    let completed = work.await;
-                    if completed.keep {
-                        let (_, answer) = watch::channel(Some(completed.value.clone()));
-                        let done = Arc::new(Entry {
-                            fingerprint,
-                            answer,
-                            weight: completed.value.weight(),
-                        });
-                        entries.insert(key, done);
-                    } else {
-                        entries.invalidate(&key);
-                    }
-                    let _ = answer_tx.send(Some(completed.value));
-                });
-            } else if entry.fingerprint != fingerprint {
+            // Under the lock a key is either in flight, kept, or claimed now: two
+            // duplicates cannot both claim it.
+            let (entry, first) = {
+                let mut in_flight = lock(&self.in_flight);
+                if let Some(entry) = in_flight.get(&key) {
+                    (entry.clone(), false)
+                } else if let Some(entry) = self.entries.get(&key) {
+                    (entry, false)
+                } else {
+                    let (answer_tx, answer_rx) = watch::channel(None);
+                    let claim = Arc::new(Entry {
+                        fingerprint,
+                        answer: answer_rx,
+                        weight: 0,
+                    });
+                    in_flight.insert(key.clone(), claim.clone());
+                    // The work and the storing of its answer run in their own task,
+                    // so a caller that hangs up cancels neither: a duplicate waiting
+                    // for this answer gets it instead of starting a second send.
+                    let entries = self.entries.clone();
+                    let in_flight = self.in_flight.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        let completed = work.await;
+                        {
+                            let mut in_flight = lock(&in_flight);
+                            if completed.keep {
+                                let (_, answer) = watch::channel(Some(completed.value.clone()));
+                                let done = Arc::new(Entry {
+                                    fingerprint,
+                                    answer,
+                                    weight: completed.value.weight(),
+                                });
+                                entries.insert(key.clone(), done);
+                            }
+                            in_flight.remove(&key);
+                        }
+                        let _ = answer_tx.send(Some(completed.value));
+                    });
+                    (claim, true)
+                }
+            };
+            if !first && entry.fingerprint != fingerprint {
                 return Err(IdempotencyError::KeyReused);
             }
             let mut answer = entry.answer.clone();
@@ -154,8 +176,15 @@ impl<T: Clone + Weigh + Send + Sync + 'static> IdempotencyStore<T> for MemoryIde
                 .map(|value| value.clone())
                 .ok()
                 .flatten();
+            // The work's task ended without an answer (it panicked): forget the key.
             let Some(value) = value else {
-                self.entries.invalidate(&key);
+                let mut in_flight = lock(&self.in_flight);
+                if in_flight
+                    .get(&key)
+                    .is_some_and(|current| Arc::ptr_eq(current, &entry))
+                {
+                    in_flight.remove(&key);
+                }
                 return Err(IdempotencyError::Lost);
             };
             Ok(Answer {
@@ -310,7 +339,10 @@ mod tests {
             let work = work(&calls, "first", true);
             tokio::spawn(async move { store.execute("k".into(), [1; 32], work).await })
         };
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Hang up once the work has begun.
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         first.abort();
         let duplicate = store
             .execute("k".into(), [1; 32], work(&calls, "second", true))
@@ -324,5 +356,54 @@ mod tests {
             }
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn kept_answers_never_evict_a_key_in_flight() {
+        let store = Arc::new(MemoryIdempotencyStore::new(20_000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let slow = {
+            let calls = calls.clone();
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Completed {
+                    value: "x".to_owned(),
+                    keep: true,
+                }
+            })
+        };
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move { store.execute("k".into(), [1; 32], slow).await })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Far more kept answers than the store holds, read often so that they
+        // look more valuable than the claim.
+        for round in 0..3 {
+            for i in 0..200 {
+                let key = format!("filler-{i}");
+                let filler = Box::pin(async move {
+                    Completed {
+                        value: format!("{round}").repeat(500),
+                        keep: true,
+                    }
+                });
+                store.execute(key, [2; 32], filler).await.unwrap();
+            }
+        }
+        let again = Box::pin(async {
+            Completed {
+                value: "a second send".to_owned(),
+                keep: true,
+            }
+        });
+        let duplicate = store.execute("k".into(), [1; 32], again).await.unwrap();
+        assert_eq!(duplicate.value, "x", "the duplicate waited for the first");
+        assert!(duplicate.replayed);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        first.await.unwrap().unwrap();
     }
 }

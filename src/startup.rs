@@ -174,7 +174,14 @@ impl Application {
             // a duplicate waits as long as a send may take, within its own request.
             Some(redis) => Arc::new(RedisIdempotencyStore::new(
                 redis.clone(),
-                settings.request_timeout() + std::time::Duration::from_secs(5),
+                // The work also waits on Redis (suppression, limits, pace, record),
+                // each call within its own bound, outside the request timeout.
+                settings.request_timeout()
+                    + std::time::Duration::from_secs(5)
+                    + 4 * settings
+                        .redis
+                        .as_ref()
+                        .map_or(std::time::Duration::ZERO, |r| r.timeout),
                 settings.ses.operation_timeout + settings.queue_timeout + settings.pacing_max_wait,
                 IDEMPOTENCY_MAX_BYTES,
             )),

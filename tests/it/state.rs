@@ -308,6 +308,51 @@ async fn both_backends_run_a_key_once_and_replay_its_answer() {
 }
 
 #[tokio::test]
+async fn two_redis_stores_on_one_redis_run_a_key_once_across_them() {
+    // Two replicas' stores: the local layer of each cannot see the other's claim,
+    // so only Redis makes this hold.
+    let settings = redis_settings(&redis_url(), true);
+    let store = || -> Arc<dyn IdempotencyStore<Reply>> {
+        Arc::new(RedisIdempotencyStore::new(
+            RedisState::connect(&settings).unwrap(),
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            1_000_000,
+        ))
+    };
+    let (a, b) = (store(), store());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let concurrent: Vec<_> = (0..4)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let work = work(&calls, &format!("answer {i}"), true);
+            tokio::spawn(async move { store.execute("k".into(), [1; 32], work).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in concurrent {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(answers.iter().all(|a| a.value == answers[0].value));
+    assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
+
+    let reused = b
+        .execute("k".into(), [2; 32], work(&calls, "x", true))
+        .await;
+    assert_eq!(reused.unwrap_err(), IdempotencyError::KeyReused);
+    let later = b
+        .execute("k".into(), [1; 32], work(&calls, "again", true))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.value, answers[0].value,
+        "kept in Redis for the other store"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn both_backends_finish_the_work_when_the_first_caller_hangs_up() {
     for backend in BACKENDS {
         let store = store(backend);
