@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use ses_connector::feedback::{DeliveryLog, Event, MemoryDeliveryLog, Notification, Status};
 use ses_connector::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
 use ses_connector::settings::RedisSettings;
-use ses_connector::state::{RedisDeliveryLog, RedisState};
+use ses_connector::stores::{deliveries::RedisDeliveryLog, redis_link::RedisState};
 use tower::ServiceExt;
 
 const SENDS: usize = 2_000;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::address::{Mailbox, Recipient};
 use crate::builtin;
 use crate::connector::{self, ConnectorConfig, UsageType, ValidationReport};
-use crate::service::{EmailService, SendRequest};
+use crate::send::{EmailService, SendRequest};
 use crate::ses::{SesMailer, SesOptions};
 use crate::settings::{LogFormat, ServeArgs, Settings};
 use crate::startup::Application;
@@ -422,13 +422,13 @@ async fn send_test(config: &Path, to: &str, usage: &str, credentials: &ServeArgs
     let service = EmailService::new(
         ConnectorConfig::load(builtin::starter_config()).expect("built-in config is valid"),
         std::sync::Arc::new(mailer),
-        crate::limits::SendGate::new(1, 0, Duration::ZERO),
+        crate::send::gate::SendGate::new(1, 0, Duration::ZERO),
         // A test send from a shell is not rate limited, as test emails are not.
-        std::sync::Arc::new(crate::limits::MemoryLimits::new(
-            crate::limits::Rate::OFF,
-            crate::limits::Rate::OFF,
+        std::sync::Arc::new(crate::stores::limits::MemoryLimits::new(
+            crate::stores::limits::Rate::OFF,
+            crate::stores::limits::Rate::OFF,
         )),
-        crate::service::Pacing::off(),
+        crate::send::Pacing::off(),
     );
     match service.send_with(&config, request).await {
         Ok(sent) => {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::builtin;
 use crate::connector::{ConnectorConfig, ValidationReport};
-use crate::service::EmailService;
+use crate::send::EmailService;
 use crate::settings::{ConfigSource, Settings, Transport};
 use crate::telemetry::names;
 

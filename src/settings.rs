@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::limits::Rate;
 use crate::ses::SesOptions;
+use crate::stores::limits::Rate;
 
 /// How long reading the config source may take (a local file takes microseconds;
 /// a FIFO or a hung network mount never finishes).
@@ -123,7 +123,7 @@ pub struct ServeArgs {
         value_enum,
         default_value = "enforce"
     )]
-    pub suppression: crate::service::SuppressionPolicy,
+    pub suppression: crate::send::SuppressionPolicy,
 
     /// Also ask SES's account-level suppression list before a send (GetSuppressedDestination;
     /// answers cached for 5 minutes; a failed lookup never blocks a send).
@@ -414,7 +414,7 @@ pub struct Settings {
     /// How often the SES account's quota is read.
     pub quota_interval: Duration,
     pub feedback_queue_url: Option<String>,
-    pub suppression: crate::service::SuppressionPolicy,
+    pub suppression: crate::send::SuppressionPolicy,
     pub ses_suppression_check: bool,
 }
 
@@ -567,7 +567,7 @@ impl Settings {
 
 /// `SES_CONNECTOR_MAX_SEND_RATE`: 0 (pacing off), or a rate the pacer can keep.
 fn max_send_rate(rate: f64) -> Result<f64, SettingsError> {
-    use crate::pacing::{MAX_SEND_RATE, MIN_SEND_RATE};
+    use crate::stores::pacing::{MAX_SEND_RATE, MIN_SEND_RATE};
     if rate == 0.0 || (MIN_SEND_RATE..=MAX_SEND_RATE).contains(&rate) {
         return Ok(rate);
     }

@@ -12,17 +12,21 @@ use crate::feedback::{DeliveryLog, MemoryDeliveryLog};
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, MetricsOn, Stored};
-use crate::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
-use crate::limits::{MemoryLimits, SendGate, SendLimiter};
 use crate::mailer::Mailer;
 use crate::outbox::Outbox;
-use crate::pacing::{MemoryPacer, SendPacer, SendRate};
 use crate::reload::{ConfigLoader, ReloadError, Trigger};
-use crate::service::EmailService;
-use crate::service::Pacing;
+use crate::send::gate::SendGate;
+use crate::send::EmailService;
+use crate::send::Pacing;
 use crate::ses::SesMailer;
 use crate::settings::{Settings, Transport};
-use crate::state::{RedisDeliveryLog, RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
+use crate::stores::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
+use crate::stores::limits::{MemoryLimits, SendLimiter};
+use crate::stores::pacing::{MemoryPacer, SendPacer, SendRate};
+use crate::stores::{
+    deliveries::RedisDeliveryLog, idempotency::RedisIdempotencyStore, limits::RedisLimits,
+    pacing::RedisPacer, redis_link::RedisState,
+};
 use crate::telemetry::{self, names};
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
@@ -152,7 +156,7 @@ impl Application {
             max_wait: settings.pacing_max_wait,
         };
         let reads_quota = outbox.is_none();
-        let memory_log = MemoryDeliveryLog::new(crate::service::DELIVERY_LOG_CAPACITY);
+        let memory_log = MemoryDeliveryLog::new(crate::send::DELIVERY_LOG_CAPACITY);
         let deliveries: Arc<dyn DeliveryLog> = match &redis {
             Some(redis) => Arc::new(RedisDeliveryLog::new(redis.clone(), memory_log)),
             None => Arc::new(memory_log),

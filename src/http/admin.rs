@@ -16,7 +16,7 @@ use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, ConnectorConfig, Issue, ValidationReport};
 use crate::doctor::AccountSummary;
 use crate::reload::{ReloadError, Trigger};
-use crate::service::EmailService;
+use crate::send::EmailService;
 use crate::template::TemplateChoice;
 
 /// `POST /v1/config/validate` options.

@@ -12,7 +12,7 @@ use validator::{Validate, ValidationError};
 
 use crate::address::Recipient;
 use crate::connector::{ConnectorConfigDocument, UsageType};
-use crate::service::SendRequest;
+use crate::send::SendRequest;
 use crate::validation::{problem, Typed};
 
 /// The body Logto's HTTP Email connector posts.

@@ -17,8 +17,8 @@ use super::extract::{Caller, ValidatedJson, IDEMPOTENCY_KEY};
 use super::openapi::{IdempotencyKey, RequestErrors, SendErrors};
 use super::{AppState, Stored};
 use crate::connector::{ConnectorConfig, Issue};
-use crate::idempotency::{Completed, MAX_KEY_LEN};
-use crate::service::{Sent, ServiceError};
+use crate::send::{Sent, ServiceError};
+use crate::stores::idempotency::{Completed, MAX_KEY_LEN};
 use crate::template::TemplateChoice;
 
 /// The answer to a send.

@@ -23,10 +23,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing::Instrument;
 
-use crate::idempotency::IdempotencyStore;
 use crate::outbox::Outbox;
 use crate::reload::ConfigLoader;
-use crate::service::EmailService;
+use crate::send::EmailService;
+use crate::stores::idempotency::IdempotencyStore;
 use crate::telemetry::names;
 use error::ApiError;
 use extract::Auth;

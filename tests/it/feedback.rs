@@ -135,7 +135,7 @@ async fn an_admin_can_see_and_lift_a_suppression() {
 async fn under_the_report_policy_a_suppressed_recipient_is_sent_to_with_a_warning() {
     let app = spawn_app(AppOptions {
         config: None,
-        tune: |s| s.suppression = ses_connector::service::SuppressionPolicy::Report,
+        tune: |s| s.suppression = ses_connector::send::SuppressionPolicy::Report,
         ..AppOptions::default()
     })
     .await;
@@ -637,7 +637,7 @@ use ses_connector::feedback::{
     parse, DeliveryLog, MemoryDeliveryLog, MessageRecord, Reader, Recorded, Status,
 };
 use ses_connector::settings::RedisSettings;
-use ses_connector::state::{RedisDeliveryLog, RedisState};
+use ses_connector::stores::{deliveries::RedisDeliveryLog, redis_link::RedisState};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL")

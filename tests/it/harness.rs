@@ -65,7 +65,7 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// This instance's link to Redis, when state is shared (two instances in one
     /// test process share the metrics, not this).
-    pub shared_state: Option<Arc<ses_connector::state::RedisState>>,
+    pub shared_state: Option<Arc<ses_connector::stores::redis_link::RedisState>>,
 }
 
 impl TestApp {
@@ -209,7 +209,7 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         pacing_max_wait: Duration::from_secs(2),
         quota_interval: ses_connector::settings::QUOTA_INTERVAL,
         feedback_queue_url: None,
-        suppression: ses_connector::service::SuppressionPolicy::Enforce,
+        suppression: ses_connector::send::SuppressionPolicy::Enforce,
         ses_suppression_check: false,
     };
     (options.tune)(&mut settings);

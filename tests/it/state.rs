@@ -11,13 +11,16 @@ use std::time::Duration;
 use crate::harness::*;
 use serde_json::{json, Value};
 use ses_connector::address::Recipient;
-use ses_connector::idempotency::{
+use ses_connector::settings::RedisSettings;
+use ses_connector::stores::idempotency::{
     Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
 };
-use ses_connector::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
-use ses_connector::pacing::{MemoryPacer, PaceKey, PaceRefusal, SendPacer};
-use ses_connector::settings::RedisSettings;
-use ses_connector::state::{RedisIdempotencyStore, RedisLimits, RedisPacer, RedisState};
+use ses_connector::stores::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
+use ses_connector::stores::pacing::{MemoryPacer, PaceKey, PaceRefusal, SendPacer};
+use ses_connector::stores::{
+    idempotency::RedisIdempotencyStore, limits::RedisLimits, pacing::RedisPacer,
+    redis_link::RedisState,
+};
 use wiremock::ResponseTemplate;
 
 /// The Redis the test script started. Without it these tests fail loudly.

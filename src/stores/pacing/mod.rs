@@ -4,18 +4,16 @@
 //! seconds (GCRA with no burst beyond one send): per process, or in Redis for all
 //! replicas.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+mod memory;
+mod redis;
 
-use tokio::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::mailer::{Account, BoxFuture};
 
-/// Accounts whose next turn one process keeps; past this, those whose turn has come
-/// are forgotten first (forgetting them changes nothing).
-const MAX_PACED_ACCOUNTS: usize = 1024;
+pub use self::memory::MemoryPacer;
+pub use self::redis::RedisPacer;
 
 /// Whose turns a send takes. SES's send rate is per account and region, so every
 /// region and set of credentials is paced on its own: a test email to another
@@ -97,62 +95,6 @@ pub fn interval(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / clamp_rate(rate))
 }
 
-/// Turns handed out by this process, one pace per account.
-#[derive(Default)]
-pub struct MemoryPacer {
-    /// The theoretical arrival time of each account's next send.
-    next: Mutex<HashMap<PaceKey, Instant>>,
-}
-
-impl MemoryPacer {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn reserve_at(
-        &self,
-        key: &PaceKey,
-        now: Instant,
-        rate: f64,
-        max_wait: Duration,
-    ) -> Result<Duration, PaceExceeded> {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let turn = next.get(key).map_or(now, |t| (*t).max(now));
-        let wait = turn - now;
-        if wait > max_wait {
-            return Err(PaceExceeded {
-                retry_after: wait - max_wait,
-            });
-        }
-        if next.len() >= MAX_PACED_ACCOUNTS && !next.contains_key(key) {
-            next.retain(|_, turn| *turn > now);
-            if next.len() >= MAX_PACED_ACCOUNTS {
-                // Every one still waits its turn: forget the soonest, the least lost.
-                let soonest = next.iter().min_by_key(|(_, turn)| **turn);
-                if let Some(soonest) = soonest.map(|(key, _)| key.clone()) {
-                    next.remove(&soonest);
-                }
-            }
-        }
-        next.insert(key.clone(), turn + interval(rate));
-        Ok(wait)
-    }
-}
-
-impl SendPacer for MemoryPacer {
-    fn reserve<'a>(
-        &'a self,
-        key: &'a PaceKey,
-        rate: f64,
-        max_wait: Duration,
-    ) -> BoxFuture<'a, Result<Duration, PaceRefusal>> {
-        let reserved = self
-            .reserve_at(key, Instant::now(), rate, max_wait)
-            .map_err(PaceRefusal::Exceeded);
-        Box::pin(std::future::ready(reserved))
-    }
-}
-
 /// The rate sends are paced at: a configured one, or the account's as SES reports
 /// it; none (no pacing) until one is known, and none when configured as 0.
 pub struct SendRate {
@@ -191,7 +133,9 @@ impl SendRate {
 
 #[cfg(test)]
 mod tests {
+    use super::memory::MAX_PACED_ACCOUNTS;
     use super::*;
+    use tokio::time::Instant;
 
     fn key(region: &str, access_key_id: Option<&str>) -> PaceKey {
         PaceKey {

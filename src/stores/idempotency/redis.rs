@@ -8,11 +8,11 @@ use redis::Script;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{RedisState, StateError};
-use crate::idempotency::{
+use crate::mailer::BoxFuture;
+use crate::stores::idempotency::{
     Answer, Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh, RETENTION,
 };
-use crate::mailer::BoxFuture;
+use crate::stores::redis_link::{RedisState, StateError};
 
 /// An idempotency record in Redis: whose claim it is, the body's fingerprint, and
 /// the answer once there is one.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RedisState, StateError};
 use crate::address::{suppression_key, Recipient};
 use crate::connector::UsageType;
 use crate::feedback::{
@@ -13,6 +12,7 @@ use crate::feedback::{
     Recorded, Status, Suppression, SuppressionChange,
 };
 use crate::mailer::BoxFuture;
+use crate::stores::redis_link::{RedisState, StateError};
 
 /// How long a suppression is kept in Redis (every key has a TTL).
 const SUPPRESSION_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);

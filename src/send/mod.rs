@@ -1,5 +1,7 @@
 //! The use cases: choose a template, render it, hand it to the mailer. No HTTP, no AWS.
 
+pub mod gate;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,11 +12,12 @@ use crate::address::{mask_addresses, Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
-use crate::limits::{Admission, LimitExceeded, Overloaded, Refusal, SendGate, SendLimiter};
 use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
-use crate::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
+use crate::stores::limits::{Admission, LimitExceeded, Refusal, SendLimiter};
+use crate::stores::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
+use gate::{Overloaded, SendGate};
 
 /// One verification email to send, as parsed from a request.
 #[derive(Debug, Clone)]

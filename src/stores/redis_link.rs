@@ -1,13 +1,8 @@
-//! State shared by replicas, in Redis (or Valkey): the rolling-window limits, the
-//! idempotency records, the send pace and the delivery log, one module each; this
-//! one holds the link. The only modules that speak Redis. Every call is bounded in
-//! time; when Redis cannot be reached the stores fall back to this process's memory
-//! (or refuse, when Redis is required), and a background probe brings them back.
-
-mod deliveries;
-mod idempotency;
-mod limits;
-mod pacing;
+//! The link to Redis (or Valkey) that every store's Redis backend shares: one
+//! connection, keys under the deployment's prefix, keyed digests, and the link's
+//! health. Every call is bounded in time; when Redis cannot be reached the stores
+//! fall back to this process's memory (or refuse, when Redis is required), and a
+//! background probe brings them back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,11 +15,6 @@ use sha2::Sha256;
 
 use crate::settings::RedisSettings;
 use crate::telemetry::names;
-
-pub use deliveries::RedisDeliveryLog;
-pub use idempotency::RedisIdempotencyStore;
-pub use limits::RedisLimits;
-pub use pacing::RedisPacer;
 
 /// How often a degraded replica checks whether Redis is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
