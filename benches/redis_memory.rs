@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
+use ses_connector::app::settings::RedisSettings;
 use ses_connector::feedback::{DeliveryLog, Event, MemoryDeliveryLog, Notification, Status};
-use ses_connector::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
-use ses_connector::settings::RedisSettings;
 use ses_connector::stores::{deliveries::RedisDeliveryLog, redis_link::RedisState};
+use ses_connector::transport::{BoxFuture, Mailer, OutgoingEmail, SendError};
 use tower::ServiceExt;
 
 const SENDS: usize = 2_000;

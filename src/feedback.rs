@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::address::{mask_addresses, suppression_key, Recipient};
 use crate::connector::UsageType;
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 /// What became of a send, as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -316,13 +316,13 @@ pub trait SuppressionList: Send + Sync {
     /// `Ok(None)`: not listed.
     fn lookup<'a>(
         &'a self,
-        account: &'a crate::mailer::Account,
+        account: &'a crate::transport::Account,
         address: &'a str,
     ) -> BoxFuture<'a, Result<Option<Suppression>, String>>;
     /// Remove an address; `Ok(false)` when it was not listed.
     fn remove<'a>(
         &'a self,
-        account: &'a crate::mailer::Account,
+        account: &'a crate::transport::Account,
         address: &'a str,
     ) -> BoxFuture<'a, Result<bool, String>>;
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ses_connector::cli::{self, Cli};
+use ses_connector::app::cli::{self, Cli};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]

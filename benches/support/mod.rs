@@ -17,12 +17,12 @@ use axum::http::Request;
 use axum::Router;
 use clap::Parser;
 use serde_json::json;
+use ses_connector::app::cli::Cli;
+use ses_connector::app::settings::Settings;
+use ses_connector::app::startup::Application;
 use ses_connector::builtin::starter_config;
-use ses_connector::cli::Cli;
-use ses_connector::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
-use ses_connector::ses::{SesMailer, SesOptions};
-use ses_connector::settings::Settings;
-use ses_connector::startup::Application;
+use ses_connector::transport::ses::{SesMailer, SesOptions};
+use ses_connector::transport::{BoxFuture, Mailer, OutgoingEmail, SendError};
 
 pub const TOKEN: &str = "bench-send-token-0123456789";
 

@@ -12,10 +12,10 @@ use super::error::{ApiError, Detail};
 use super::extract::{JsonBody, ValidatedJson};
 use super::openapi::{ErrorBody, RequestErrors};
 use super::AppState;
+use crate::app::reload::{ReloadError, Trigger};
 use crate::connector::ConnectorConfigDocument;
 use crate::connector::{self, ConnectorConfig, Issue, ValidationReport};
 use crate::doctor::AccountSummary;
-use crate::reload::{ReloadError, Trigger};
 use crate::send::EmailService;
 use crate::template::TemplateChoice;
 

@@ -5,10 +5,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::connector::{Issue, ValidationReport};
-use crate::mailer::SendError;
 use crate::send::ServiceError;
 use crate::stores::idempotency::{IdempotencyError, Weigh};
 use crate::stores::limits::LimitExceeded;
+use crate::transport::SendError;
 
 /// One field-level problem.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -23,11 +23,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing::Instrument;
 
-use crate::outbox::Outbox;
-use crate::reload::ConfigLoader;
+use crate::app::reload::ConfigLoader;
 use crate::send::EmailService;
 use crate::stores::idempotency::IdempotencyStore;
 use crate::telemetry::names;
+use crate::transport::outbox::Outbox;
 use error::ApiError;
 use extract::Auth;
 

@@ -11,8 +11,8 @@ use crate::connector::{
     ConnectorConfigDocument, ContentTypeName, Issue, IssueCode, TemplateDocument, UsageType,
     ValidationReport,
 };
-use crate::outbox::OutboxEmail;
 use crate::template::TemplateChoice;
+use crate::transport::outbox::OutboxEmail;
 
 /// Every error answer.
 #[derive(Debug, Serialize, ToSchema)]

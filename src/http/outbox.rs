@@ -7,7 +7,7 @@ use axum::Json;
 use super::error::ApiError;
 use super::openapi::ErrorBody;
 use super::AppState;
-use crate::outbox::OutboxEmail;
+use crate::transport::outbox::OutboxEmail;
 
 /// The outbox, newest first (outbox transport only; open in dev mode).
 #[utoipa::path(get, path = "/v1/outbox", tag = "admin",
@@ -67,7 +67,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
         "Outbox",
         &format!(
             "<h1>Outbox</h1><p>The newest {} emails kept by the outbox transport, newest first. Nothing here was sent.</p>{body}",
-            crate::outbox::OUTBOX_CAPACITY
+            crate::transport::outbox::OUTBOX_CAPACITY
         ),
     ))
 }

@@ -12,11 +12,11 @@ use crate::address::{mask_addresses, Mailbox, Recipient};
 use crate::connector::{ConnectorConfig, UsageType};
 use crate::connector::{Issue, IssueCode};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog, MessageRecord, Suppression};
-use crate::mailer::{Account, Mailer, OutgoingEmail, SendError};
 use crate::stores::limits::{Admission, LimitExceeded, Refusal, SendLimiter};
 use crate::stores::pacing::{MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer, SendRate};
 use crate::telemetry::names;
 use crate::template::{RenderError, RenderedEmail, TemplateChoice};
+use crate::transport::{Account, Mailer, OutgoingEmail, SendError};
 use gate::{Overloaded, SendGate};
 
 /// One verification email to send, as parsed from a request.

@@ -13,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::settings::RedisSettings;
+use crate::app::settings::RedisSettings;
 use crate::telemetry::names;
 
 /// How often a degraded replica checks whether Redis is back.

@@ -975,7 +975,7 @@ async fn dev_mode_sends_to_the_outbox_without_tokens() {
 #[tokio::test]
 async fn the_outbox_transport_with_a_real_config_needs_an_admin_token() {
     let app = spawn_app(AppOptions {
-        transport: ses_connector::settings::Transport::Outbox,
+        transport: ses_connector::app::settings::Transport::Outbox,
         ..AppOptions::default()
     })
     .await;

@@ -109,7 +109,7 @@ fn every_setting_is_documented_in_the_readme() {
         .lines()
         .take_while(|line| line.starts_with('|'))
         .collect();
-    let command = ses_connector::cli::Cli::command();
+    let command = ses_connector::app::cli::Cli::command();
     let commands = std::iter::once(&command).chain(command.get_subcommands());
     let variables: std::collections::BTreeSet<String> = commands
         .flat_map(|c| c.get_arguments())

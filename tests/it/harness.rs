@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use ses_connector::ses::SesOptions;
-use ses_connector::settings::{ConfigSource, Settings, Tokens, Transport};
-use ses_connector::startup::Application;
+use ses_connector::app::settings::{ConfigSource, Settings, Tokens, Transport};
+use ses_connector::app::startup::Application;
+use ses_connector::transport::ses::SesOptions;
 use tokio::sync::oneshot;
 
 pub const SEND_TOKEN: &str = "send-token-0123456789abcdef";
@@ -24,9 +24,9 @@ pub struct AppOptions {
     /// Adjust the settings before the app is built.
     pub tune: fn(&mut Settings),
     /// A transport in place of the configured one.
-    pub mailer: Option<Arc<dyn ses_connector::mailer::Mailer>>,
+    pub mailer: Option<Arc<dyn ses_connector::transport::Mailer>>,
     /// Shared state in Redis instead of memory.
-    pub redis: Option<ses_connector::settings::RedisSettings>,
+    pub redis: Option<ses_connector::app::settings::RedisSettings>,
 }
 
 impl Default for AppOptions {
@@ -203,11 +203,11 @@ async fn build(options: AppOptions) -> (Application, Transport) {
         queue_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
-        config_read_timeout: ses_connector::settings::CONFIG_READ_TIMEOUT,
+        config_read_timeout: ses_connector::app::settings::CONFIG_READ_TIMEOUT,
         redis: options.redis.clone(),
         max_send_rate: None,
         pacing_max_wait: Duration::from_secs(2),
-        quota_interval: ses_connector::settings::QUOTA_INTERVAL,
+        quota_interval: ses_connector::app::settings::QUOTA_INTERVAL,
         feedback_queue_url: None,
         suppression: ses_connector::send::SuppressionPolicy::Enforce,
         ses_suppression_check: false,
@@ -376,7 +376,7 @@ pub async fn app_with_config_file() -> (TestApp, std::path::PathBuf, tempfile::T
     std::fs::write(&path, logto_config().to_string()).unwrap();
     let app = spawn_app(AppOptions {
         config_file: Some(path.clone()),
-        transport: ses_connector::settings::Transport::Outbox,
+        transport: ses_connector::app::settings::Transport::Outbox,
         ..AppOptions::default()
     })
     .await;

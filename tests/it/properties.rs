@@ -25,7 +25,7 @@ fn harness() -> &'static Harness {
             .unwrap();
         let router = runtime.block_on(async {
             let app = build_app(AppOptions {
-                transport: ses_connector::settings::Transport::Outbox,
+                transport: ses_connector::app::settings::Transport::Outbox,
                 ..AppOptions::default()
             })
             .await;

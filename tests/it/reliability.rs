@@ -36,8 +36,8 @@ async fn slow_fake(message_id: &str, delay: Duration) -> FakeSes {
 }
 
 /// SES timeouts longer than any slow fake here, so only the test's cut-off ends a send.
-fn patient_ses() -> ses_connector::ses::SesOptions {
-    ses_connector::ses::SesOptions {
+fn patient_ses() -> ses_connector::transport::ses::SesOptions {
+    ses_connector::transport::ses::SesOptions {
         attempt_timeout: Duration::from_secs(60),
         operation_timeout: Duration::from_secs(60),
         ..fast_ses_options()
@@ -276,7 +276,7 @@ async fn test_emails_are_idempotent_too() {
 
 // --- rate limits ----------------------------------------------------------------
 
-fn with_default_limits(settings: &mut ses_connector::settings::Settings) {
+fn with_default_limits(settings: &mut ses_connector::app::settings::Settings) {
     settings.rate_limit_recipient = "10/600".parse().unwrap();
     settings.rate_limit_ip = "100/600".parse().unwrap();
 }
@@ -744,11 +744,11 @@ async fn when_the_grace_period_ends_the_server_stops_without_waiting_for_slow_se
 
 struct Hanging;
 
-impl ses_connector::mailer::Mailer for Hanging {
+impl ses_connector::transport::Mailer for Hanging {
     fn send(
         &self,
-        _: ses_connector::mailer::OutgoingEmail,
-    ) -> ses_connector::mailer::BoxFuture<'_, Result<String, ses_connector::mailer::SendError>>
+        _: ses_connector::transport::OutgoingEmail,
+    ) -> ses_connector::transport::BoxFuture<'_, Result<String, ses_connector::transport::SendError>>
     {
         Box::pin(std::future::pending())
     }
@@ -781,7 +781,7 @@ async fn a_request_past_the_http_timeout_is_cut_off_with_a_504() {
 #[tokio::test]
 async fn readyz_turns_503_when_draining_begins() {
     let app = spawn_app(AppOptions {
-        transport: ses_connector::settings::Transport::Outbox,
+        transport: ses_connector::app::settings::Transport::Outbox,
         tune: |s| s.shutdown_delay = Duration::from_secs(20),
         ..AppOptions::default()
     })
@@ -819,7 +819,7 @@ async fn a_config_file_that_never_answers_fails_the_reload_and_the_service_keeps
     std::fs::write(&path, logto_config().to_string()).unwrap();
     let app = spawn_app(AppOptions {
         config_file: Some(path.clone()),
-        transport: ses_connector::settings::Transport::Outbox,
+        transport: ses_connector::app::settings::Transport::Outbox,
         tune: |s| s.config_read_timeout = Duration::from_millis(300),
         ..AppOptions::default()
     })

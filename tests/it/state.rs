@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::harness::*;
 use serde_json::{json, Value};
 use ses_connector::address::Recipient;
-use ses_connector::settings::RedisSettings;
+use ses_connector::app::settings::RedisSettings;
 use ses_connector::stores::idempotency::{
     Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
 };
@@ -173,7 +173,7 @@ async fn a_slot_given_back_on_one_replica_is_free_on_the_other() {
 
 /// The pace of sends from `region` with `access_key_id` (`None`: the default chain).
 fn pace_of(region: &str, access_key_id: Option<&str>) -> PaceKey {
-    PaceKey::of(&ses_connector::mailer::Account {
+    PaceKey::of(&ses_connector::transport::Account {
         region: ses_connector::connector::Region::parse(region).unwrap(),
         credentials: access_key_id.map(|id| ses_connector::connector::StaticCredentials {
             access_key_id: id.to_owned(),
@@ -247,7 +247,7 @@ fn work(
     calls: &Arc<AtomicUsize>,
     value: &str,
     keep: bool,
-) -> ses_connector::mailer::BoxFuture<'static, Completed<Reply>> {
+) -> ses_connector::transport::BoxFuture<'static, Completed<Reply>> {
     let calls = calls.clone();
     let value = Reply(value.to_owned());
     Box::pin(async move {
@@ -391,7 +391,7 @@ async fn both_backends_finish_the_work_when_the_first_caller_hangs_up() {
 async fn replicas(
     fake: &FakeSes,
     redis: &RedisSettings,
-    recipient_limit: fn(&mut ses_connector::settings::Settings),
+    recipient_limit: fn(&mut ses_connector::app::settings::Settings),
 ) -> (TestApp, TestApp) {
     let options = || AppOptions {
         ses_endpoint: Some(fake.uri()),

@@ -11,8 +11,8 @@ use crate::feedback::{
     self, add_event, DeliveryLog, Event, MemoryDeliveryLog, MessageRecord, Notification, Reader,
     Recorded, Status, Suppression, SuppressionChange,
 };
-use crate::mailer::BoxFuture;
 use crate::stores::redis_link::{RedisState, StateError};
+use crate::transport::BoxFuture;
 
 /// How long a suppression is kept in Redis (every key has a TTL).
 const SUPPRESSION_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{Answer, Completed, IdempotencyError, IdempotencyStore, Weigh, RETENTION};
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 struct Entry<T> {
     fingerprint: [u8; 32],

@@ -5,7 +5,7 @@ mod redis;
 
 use std::time::Duration;
 
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 pub use self::memory::MemoryIdempotencyStore;
 pub use self::redis::RedisIdempotencyStore;

@@ -8,11 +8,11 @@ use redis::Script;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::mailer::BoxFuture;
 use crate::stores::idempotency::{
     Answer, Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh, RETENTION,
 };
 use crate::stores::redis_link::{RedisState, StateError};
+use crate::transport::BoxFuture;
 
 /// An idempotency record in Redis: whose claim it is, the body's fingerprint, and
 /// the answer once there is one.

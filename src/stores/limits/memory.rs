@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ip_limit_key, Admission, LimitExceeded, Rate, Refusal, SendLimiter, Taken};
 use crate::address::Recipient;
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 /// Keys tracked per limiter; past this the least recently used are forgotten.
 const MAX_TRACKED_KEYS: u64 = 200_000;

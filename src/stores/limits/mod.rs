@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::address::Recipient;
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 pub use self::memory::MemoryLimits;
 use self::memory::{unhit, Log};

@@ -7,11 +7,11 @@ use std::time::Duration;
 use redis::Script;
 
 use crate::address::Recipient;
-use crate::mailer::BoxFuture;
 use crate::stores::limits::{
     ip_limit_key, Admission, LimitExceeded, MemoryLimits, Rate, Refusal, SendLimiter, Taken,
 };
 use crate::stores::redis_link::{RedisState, StateError};
+use crate::transport::BoxFuture;
 
 /// "At most N in any rolling T" for every key given, atomically: expire what left
 /// the window, refuse (counting nothing) when any key is full — with the

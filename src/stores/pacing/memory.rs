@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{interval, PaceExceeded, PaceKey, PaceRefusal, SendPacer};
-use crate::mailer::BoxFuture;
+use crate::transport::BoxFuture;
 
 /// Accounts whose next turn one process keeps; past this, those whose turn has come
 /// are forgotten first (forgetting them changes nothing).

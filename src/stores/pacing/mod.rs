@@ -10,7 +10,7 @@ mod redis;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::mailer::{Account, BoxFuture};
+use crate::transport::{Account, BoxFuture};
 
 pub use self::memory::MemoryPacer;
 pub use self::redis::RedisPacer;

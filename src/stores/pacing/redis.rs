@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::mailer::BoxFuture;
 use crate::stores::pacing::{self, MemoryPacer, PaceExceeded, PaceKey, PaceRefusal, SendPacer};
 use crate::stores::redis_link::RedisState;
+use crate::transport::BoxFuture;
 
 /// GCRA in Redis: the next send's turn is kept under its account's key; a send
 /// takes the turn (moving it on by one interval) unless it would wait longer than

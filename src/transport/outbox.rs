@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::address::Recipient;
 use crate::feedback::{Event, Notification, Status};
-use crate::mailer::{BoxFuture, Mailer, OutgoingEmail, SendError};
+use crate::transport::{BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How many emails the outbox keeps.
 pub const OUTBOX_CAPACITY: usize = 200;
@@ -137,8 +137,8 @@ impl Mailer for Outbox {
 mod tests {
     use super::*;
     use crate::connector::{Region, UsageType};
-    use crate::mailer::Account;
     use crate::template::RenderedEmail;
+    use crate::transport::Account;
 
     fn email(subject: &str) -> OutgoingEmail {
         OutgoingEmail {

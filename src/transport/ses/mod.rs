@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::address::{mask_addresses, Mailbox};
 use crate::doctor::{AccountProbe, IdentityFacts, ProbeError};
 use crate::feedback::{Suppression, SuppressionList, SuppressionReason};
-use crate::mailer::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
+use crate::transport::{Account, AccountFacts, BoxFuture, Mailer, OutgoingEmail, SendError};
 
 /// How long and how often to try SES.
 #[derive(Debug, Clone)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use crate::app::settings::{ConfigSource, Settings, Transport};
 use crate::builtin;
 use crate::connector::{ConnectorConfig, ValidationReport};
 use crate::send::EmailService;
-use crate::settings::{ConfigSource, Settings, Transport};
 use crate::telemetry::names;
 
 /// Why a config could not be (re)loaded.

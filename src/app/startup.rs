@@ -8,18 +8,15 @@ use std::sync::Arc;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::app::reload::{ConfigLoader, ReloadError, Trigger};
+use crate::app::settings::{Settings, Transport};
 use crate::feedback::{DeliveryLog, MemoryDeliveryLog};
 use crate::http::connections::{self, LimitedListener};
 use crate::http::extract::Auth;
 use crate::http::{router, AppState, MetricsOn, Stored};
-use crate::mailer::Mailer;
-use crate::outbox::Outbox;
-use crate::reload::{ConfigLoader, ReloadError, Trigger};
 use crate::send::gate::SendGate;
 use crate::send::EmailService;
 use crate::send::Pacing;
-use crate::ses::SesMailer;
-use crate::settings::{Settings, Transport};
 use crate::stores::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use crate::stores::limits::{MemoryLimits, SendLimiter};
 use crate::stores::pacing::{MemoryPacer, SendPacer, SendRate};
@@ -28,6 +25,9 @@ use crate::stores::{
     pacing::RedisPacer, redis_link::RedisState,
 };
 use crate::telemetry::{self, names};
+use crate::transport::outbox::Outbox;
+use crate::transport::ses::SesMailer;
+use crate::transport::Mailer;
 
 /// Bytes of idempotency keys and answers kept at most (a send's answer is about
 /// 150 bytes; a test email's report with warnings can be much larger).
@@ -113,7 +113,7 @@ impl Application {
         // The feedback queue is read with the config's account, as SES is.
         let feedback = match (&settings.feedback_queue_url, &ses_mailer) {
             (Some(url), Some(ses)) => Some((
-                ses.sqs_client(&crate::mailer::Account {
+                ses.sqs_client(&crate::transport::Account {
                     region: config.region.clone(),
                     credentials: config.credentials.clone(),
                 }),
@@ -367,7 +367,7 @@ async fn read_quota(service: std::sync::Weak<EmailService>, interval: std::time:
             return;
         };
         let config = service.config();
-        let account = crate::mailer::Account {
+        let account = crate::transport::Account {
             region: config.region.clone(),
             credentials: config.credentials.clone(),
         };

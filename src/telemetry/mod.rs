@@ -4,7 +4,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::LogFormat;
+use crate::app::settings::LogFormat;
 
 /// Install the global subscriber; `filter` is a level or `target=level` directives
 /// (`warn`, `info,ses_connector=debug`); anything else means `info`.

@@ -10,13 +10,13 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::address::{Mailbox, Recipient};
+use crate::app::settings::{LogFormat, ServeArgs, Settings};
+use crate::app::startup::Application;
 use crate::builtin;
 use crate::connector::{self, ConnectorConfig, UsageType, ValidationReport};
 use crate::send::{EmailService, SendRequest};
-use crate::ses::{SesMailer, SesOptions};
-use crate::settings::{LogFormat, ServeArgs, Settings};
-use crate::startup::Application;
 use crate::telemetry;
+use crate::transport::ses::{SesMailer, SesOptions};
 
 /// Send sign-in, sign-up and password-reset codes through Amazon SES v2.
 ///
@@ -163,7 +163,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 fn read_json(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    crate::reload::parse(&text, &path.display().to_string())
+    crate::app::reload::parse(&text, &path.display().to_string())
 }
 
 fn print_report(report: &ValidationReport) {
@@ -318,7 +318,7 @@ impl Refusal {
 /// a key kept out of the file works here too.
 fn load_with_overrides(path: &Path, settings: &ServeArgs) -> Result<ConnectorConfig, Refusal> {
     let mut value = read_json(path).map_err(Refusal::Unreadable)?;
-    crate::reload::override_credentials(
+    crate::app::reload::override_credentials(
         &mut value,
         settings
             .access_key_id

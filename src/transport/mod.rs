@@ -1,6 +1,9 @@
 //! The transport seam: the core hands a rendered email to a [`Mailer`] and gets a
 //! message id or a [`SendError`] back. SES and the dev outbox implement it.
 
+pub mod outbox;
+pub mod ses;
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::connector::{ConnectorConfig, IdentityArn, Issue, IssueCode, ValidationReport};
-use crate::mailer::{Account, AccountFacts, BoxFuture};
+use crate::transport::{Account, AccountFacts, BoxFuture};
 
 /// Why a probe got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

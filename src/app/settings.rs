@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::ses::SesOptions;
 use crate::stores::limits::Rate;
+use crate::transport::ses::SesOptions;
 
 /// How long reading the config source may take (a local file takes microseconds;
 /// a FIFO or a hung network mount never finishes).
