@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
-use ses_connector::app::settings::RedisSettings;
 use ses_connector::feedback::{DeliveryLog, Event, MemoryDeliveryLog, Notification, Status};
+use ses_connector::stores::redis_link::RedisSettings;
 use ses_connector::stores::{deliveries::RedisDeliveryLog, redis_link::RedisState};
 use ses_connector::transport::{BoxFuture, Mailer, OutgoingEmail, SendError};
 use tower::ServiceExt;

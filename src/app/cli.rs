@@ -10,12 +10,13 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::address::{Mailbox, Recipient};
-use crate::app::settings::{LogFormat, ServeArgs, Settings};
+use crate::app::settings::{ServeArgs, Settings};
 use crate::app::startup::Application;
 use crate::builtin;
 use crate::connector::{self, ConnectorConfig, UsageType, ValidationReport};
 use crate::send::{EmailService, SendRequest};
 use crate::telemetry;
+use crate::telemetry::LogFormat;
 use crate::transport::ses::{SesMailer, SesOptions};
 
 /// Send sign-in, sign-up and password-reset codes through Amazon SES v2.

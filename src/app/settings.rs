@@ -1,6 +1,8 @@
 //! Process settings: flags and `SES_CONNECTOR_*` variables, validated before the
 //! port is bound.
 
+use crate::stores::redis_link::RedisSettings;
+use crate::telemetry::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -339,12 +341,6 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     Ses,
     Outbox,
@@ -369,17 +365,6 @@ impl Tokens {
     pub fn is_empty(&self) -> bool {
         self.send.is_empty() && self.admin.is_empty()
     }
-}
-
-/// Where shared state lives, when it is shared.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    pub url: SecretString,
-    /// Keys the digests written to Redis, so they cannot be reversed by guessing.
-    pub secret: SecretString,
-    pub prefix: String,
-    pub required: bool,
-    pub timeout: Duration,
 }
 
 /// Validated settings for `serve`.

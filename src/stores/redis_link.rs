@@ -13,11 +13,21 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-use crate::app::settings::RedisSettings;
 use crate::telemetry::names;
 
 /// How often a degraded replica checks whether Redis is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where shared state lives, when it is shared.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: secrecy::SecretString,
+    /// Keys the digests written to Redis, so they cannot be reversed by guessing.
+    pub secret: secrecy::SecretString,
+    pub prefix: String,
+    pub required: bool,
+    pub timeout: Duration,
+}
 
 /// Why a Redis call gave no answer.
 #[derive(Debug, thiserror::Error)]

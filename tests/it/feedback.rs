@@ -345,7 +345,7 @@ static QUEUE_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn app_on(
     queue: Option<&str>,
     domain: &str,
-    redis: Option<ses_connector::app::settings::RedisSettings>,
+    redis: Option<ses_connector::stores::redis_link::RedisSettings>,
 ) -> TestApp {
     let _one_at_a_time = QUEUE_ENV.lock().await;
     std::env::set_var("AWS_ENDPOINT_URL_SQS", moto_url());
@@ -632,11 +632,11 @@ async fn ses_notifications_published_to_sns_reach_the_send_through_the_subscribe
 use std::sync::Arc;
 
 use ses_connector::address::Recipient;
-use ses_connector::app::settings::RedisSettings;
 use ses_connector::connector::UsageType;
 use ses_connector::feedback::{
     parse, DeliveryLog, MemoryDeliveryLog, MessageRecord, Reader, Recorded, Status,
 };
+use ses_connector::stores::redis_link::RedisSettings;
 use ses_connector::stores::{deliveries::RedisDeliveryLog, redis_link::RedisState};
 
 fn redis_url() -> String {

@@ -26,7 +26,7 @@ pub struct AppOptions {
     /// A transport in place of the configured one.
     pub mailer: Option<Arc<dyn ses_connector::transport::Mailer>>,
     /// Shared state in Redis instead of memory.
-    pub redis: Option<ses_connector::app::settings::RedisSettings>,
+    pub redis: Option<ses_connector::stores::redis_link::RedisSettings>,
 }
 
 impl Default for AppOptions {

@@ -11,6 +11,7 @@ mod cli;
 mod contracts;
 mod feedback;
 mod hostile;
+mod layout;
 mod metrics;
 mod moto;
 mod properties;

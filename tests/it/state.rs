@@ -11,12 +11,12 @@ use std::time::Duration;
 use crate::harness::*;
 use serde_json::{json, Value};
 use ses_connector::address::Recipient;
-use ses_connector::app::settings::RedisSettings;
 use ses_connector::stores::idempotency::{
     Completed, IdempotencyError, IdempotencyStore, MemoryIdempotencyStore, Weigh,
 };
 use ses_connector::stores::limits::{MemoryLimits, Rate, Refusal, SendLimiter};
 use ses_connector::stores::pacing::{MemoryPacer, PaceKey, PaceRefusal, SendPacer};
+use ses_connector::stores::redis_link::RedisSettings;
 use ses_connector::stores::{
     idempotency::RedisIdempotencyStore, limits::RedisLimits, pacing::RedisPacer,
     redis_link::RedisState,
