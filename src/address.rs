@@ -300,12 +300,16 @@ pub fn mask_addresses(text: &str) -> Cow<'_, str> {
     let mut rest = text;
     while let Some(at) = rest.find('@') {
         let (before, after) = (&rest[..at], &rest[at + 1..]);
-        let local_start = before
-            .char_indices()
-            .rev()
-            .take_while(|(_, c)| is_local(*c))
-            .last()
-            .map_or(before.len(), |(i, _)| i);
+        let local_start = match quoted_start(before) {
+            // A quoted local part (`"john.doe"@…`) is one whole, spaces and all.
+            Some(start) => start,
+            None => before
+                .char_indices()
+                .rev()
+                .take_while(|(_, c)| is_local(*c))
+                .last()
+                .map_or(before.len(), |(i, _)| i),
+        };
         let domain_len = after
             .char_indices()
             .take_while(|(_, c)| is_domain(*c))
@@ -325,6 +329,24 @@ pub fn mask_addresses(text: &str) -> Cow<'_, str> {
     }
     masked.push_str(rest);
     Cow::Owned(masked)
+}
+
+/// Where a quoted string that ends `text` begins (its opening quote), if `text`
+/// ends with one; a quote escaped with a backslash does not end it.
+fn quoted_start(text: &str) -> Option<usize> {
+    let inner = text.strip_suffix('"')?;
+    let bytes = inner.as_bytes();
+    let mut i = bytes.len();
+    while i > 0 {
+        i -= 1;
+        if bytes[i] == b'"' {
+            let backslashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+            if backslashes % 2 == 0 {
+                return Some(i);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -510,6 +532,11 @@ mod tests {
                 "sent to a@x.org. And b.c@y.example",
                 "sent to a***@x.org. And b***@y.example",
             ),
+            (
+                r#"smtp; 550 <"john.doe"@example.com> unknown"#,
+                r#"smtp; 550 <"***@example.com> unknown"#,
+            ),
+            (r#"to "a b"@x.org, "c\"d"@y.org"#, r#"to "***@x.org, "***@y.org"#),
             ("no address here @ all", "no address here @ all"),
             ("", ""),
         ];

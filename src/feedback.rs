@@ -556,8 +556,24 @@ pub(crate) fn add_event(events: &mut Vec<Event>, event: &Event) -> bool {
 /// What an event does to its recipient's suppression.
 pub(crate) enum SuppressionChange {
     Suppress(Suppression),
-    Lift,
+    /// A delivery at `at`: it lifts a suppression from before it, not a later one
+    /// (SQS may hand out an old delivery after a newer bounce).
+    Lift {
+        at: String,
+    },
     None,
+}
+
+/// Whether a delivery at `delivered` lifts `suppression`: only when it happened
+/// after it (times compared as times, not text). An unreadable suppression time
+/// does not hold a delivery back; an unreadable delivery time lifts nothing.
+pub(crate) fn lifts(delivered: &str, suppression: &Suppression) -> bool {
+    let time = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    match (time(delivered), time(&suppression.since)) {
+        (Some(delivered), Some(since)) => delivered > since,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 impl SuppressionChange {
@@ -566,7 +582,11 @@ impl SuppressionChange {
             (Status::Bounced, Some("Permanent")) => SuppressionReason::Bounce,
             (Status::Complained, _) => SuppressionReason::Complaint,
             // A later delivery shows the mailbox works again.
-            (Status::Delivered, _) => return SuppressionChange::Lift,
+            (Status::Delivered, _) => {
+                return SuppressionChange::Lift {
+                    at: event.at.clone(),
+                }
+            }
             _ => return SuppressionChange::None,
         };
         SuppressionChange::Suppress(Suppression {
@@ -634,7 +654,11 @@ impl DeliveryLog for MemoryDeliveryLog {
                 SuppressionChange::Suppress(suppression) => {
                     self.suppressed.insert(key, suppression)
                 }
-                SuppressionChange::Lift => self.suppressed.invalidate(&key),
+                SuppressionChange::Lift { at } => {
+                    if self.suppressed.get(&key).is_some_and(|s| lifts(&at, &s)) {
+                        self.suppressed.invalidate(&key);
+                    }
+                }
                 SuppressionChange::None => {}
             }
         }

@@ -50,7 +50,11 @@ pub async fn message(
 /// Whether a recipient is suppressed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SuppressionStatus {
+    /// A permanent bounce or a complaint is recorded for the address.
     pub suppressed: bool,
+    /// A send to it now would be refused (suppressed, and `SES_CONNECTOR_SUPPRESSION`
+    /// is `enforce`).
+    pub refused: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppression: Option<Suppression>,
     /// After a `DELETE` with the SES suppression check on: what happened at SES.
@@ -85,6 +89,8 @@ pub async fn suppression(
     let suppression = state.service.suppression_of(&recipient).await;
     Ok(Json(SuppressionStatus {
         suppressed: suppression.is_some(),
+        refused: suppression.is_some()
+            && state.service.suppression_policy() == crate::send::SuppressionPolicy::Enforce,
         suppression,
         ses: None,
     }))
@@ -108,6 +114,7 @@ pub async fn lift(
     tracing::info!(recipient = recipient.masked(), "suppression lifted");
     Ok(Json(SuppressionStatus {
         suppressed: false,
+        refused: false,
         suppression: None,
         ses,
     }))

@@ -287,6 +287,11 @@ impl EmailService {
         self
     }
 
+    /// What is done with a suppressed recipient.
+    pub fn suppression_policy(&self) -> SuppressionPolicy {
+        self.suppression
+    }
+
     /// Sends and what SES reported about them.
     pub fn deliveries(&self) -> &Arc<dyn DeliveryLog> {
         &self.deliveries

@@ -108,6 +108,7 @@ async fn an_admin_can_see_and_lift_a_suppression() {
         .await
         .unwrap();
     assert_eq!(status["suppressed"], true, "{status}");
+    assert_eq!(status["refused"], true, "enforce: a send is refused");
     assert_eq!(status["suppression"]["reason"], "bounce");
 
     let lifted = app
@@ -155,6 +156,14 @@ async fn under_the_report_policy_a_suppressed_recipient_is_sent_to_with_a_warnin
         metrics.contains("ses_connector_suppressed_total{policy=\"report\"} 1"),
         "{metrics}"
     );
+    let status: Value = app
+        .get(&format!("/v1/suppressions/{to}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["suppressed"], true, "{status}");
+    assert_eq!(status["refused"], false, "report: sent anyway");
 }
 
 // --- through a real SQS queue (moto) -------------------------------------------------
@@ -1253,4 +1262,52 @@ async fn a_reload_that_moves_the_account_says_the_feedback_poller_needs_a_restar
     assert!(unchanged.get("restart_needed").is_none(), "{unchanged}");
     let restart = moved["restart_needed"].as_str().unwrap_or_default();
     assert!(restart.contains("feedback queue"), "{moved}");
+}
+
+fn delivery_at(message_id: &str, to: &str, at: &str) -> String {
+    json!({
+        "notificationType": "Delivery",
+        "mail": {"messageId": message_id, "destination": [to], "timestamp": "2026-11-29T09:00:00.000Z"},
+        "delivery": {"timestamp": at, "recipients": [to]}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_older_delivery_read_late_does_not_lift_a_newer_bounce() {
+    for (store, log, state) in both_logs() {
+        let earlier = sent(&*log, "alice@corp.example", None).await;
+        let later = sent(&*log, "alice@corp.example", None).await;
+        // The bounce of the later send (at 10:00:02) is read first…
+        log.record(parse(&bounce_of(&later, &["alice@corp.example"], "smtp; 550")).unwrap())
+            .await;
+        // …then the earlier send's delivery, left on the queue during an outage.
+        log.record(
+            parse(&delivery_at(
+                &earlier,
+                "alice@corp.example",
+                "2026-11-29T09:59:59.5Z",
+            ))
+            .unwrap(),
+        )
+        .await;
+        assert!(
+            suppressed(&*log, "alice@corp.example").await,
+            "{store}: an older delivery lifts nothing"
+        );
+        log.record(
+            parse(&delivery_at(
+                &earlier,
+                "alice@corp.example",
+                "2026-11-29T10:00:02.001Z",
+            ))
+            .unwrap(),
+        )
+        .await;
+        assert!(
+            !suppressed(&*log, "alice@corp.example").await,
+            "{store}: a later delivery lifts it"
+        );
+        still_shared(store, &state);
+    }
 }

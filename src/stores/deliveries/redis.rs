@@ -17,6 +17,10 @@ use crate::transport::BoxFuture;
 /// How long a suppression is kept in Redis (every key has a TTL).
 const SUPPRESSION_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Delete `KEYS[1]` only while it still holds `ARGV[1]`.
+const DELETE_IF_SAME: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 /// A send as Redis keeps it for a week, in few bytes: what the status answer needs
 /// besides the id (the key is derived from the id, which the reader brings), with
 /// keyed digests of its recipient and of the send token that made it (never the
@@ -151,8 +155,28 @@ impl RedisDeliveryLog {
                         .arg(SUPPRESSION_RETENTION.as_secs())
                         .ignore();
                 }
-                SuppressionChange::Lift => {
-                    pipe.cmd("DEL").arg(&key).ignore();
+                SuppressionChange::Lift { at } => {
+                    let current: Option<String> = self
+                        .state
+                        .call("deliveries_suppression", |mut c| {
+                            let key = &key;
+                            async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+                        })
+                        .await?;
+                    let lifted = current.as_deref().filter(|value| {
+                        serde_json::from_str::<Suppression>(value)
+                            .map_or(true, |s| feedback::lifts(&at, &s))
+                    });
+                    // Deleted only if still the suppression read: one written meanwhile
+                    // (a newer bounce) stays.
+                    if let Some(value) = lifted {
+                        pipe.cmd("EVAL")
+                            .arg(DELETE_IF_SAME)
+                            .arg(1)
+                            .arg(&key)
+                            .arg(value)
+                            .ignore();
+                    }
                 }
                 SuppressionChange::None => {}
             }
