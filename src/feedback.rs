@@ -533,6 +533,27 @@ impl MemoryDeliveryLog {
     }
 }
 
+impl MemoryDeliveryLog {
+    /// The send `message_id` kept here, when `address` is its recipient: its record
+    /// (without events) and the token that sent it.
+    pub(crate) fn kept_send(
+        &self,
+        message_id: &str,
+        address: &str,
+    ) -> Option<(MessageRecord, Option<[u8; 32]>)> {
+        let entry = self.messages.get(message_id)?;
+        let kept = entry.lock().unwrap_or_else(|e| e.into_inner());
+        (self.recipient_key(address) == kept.recipient).then(|| {
+            let record = MessageRecord {
+                events: Vec::new(),
+                status: Status::Sent,
+                ..kept.record.clone()
+            };
+            (record, kept.sender)
+        })
+    }
+}
+
 /// A message's status: its latest event's, as SES reports them in order.
 fn status_of(events: &[Event]) -> Status {
     events.last().map_or(Status::Sent, |e| e.kind)

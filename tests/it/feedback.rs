@@ -1311,3 +1311,53 @@ async fn an_older_delivery_read_late_does_not_lift_a_newer_bounce() {
         still_shared(store, &state);
     }
 }
+
+#[tokio::test]
+async fn a_bounce_of_a_send_made_while_redis_was_unreachable_reaches_every_replica() {
+    let shared = redis_settings();
+    let link = RedisLink::open().await;
+    let behind_link = RedisState::connect(&RedisSettings {
+        url: link.url.clone().into(),
+        ..shared.clone()
+    })
+    .unwrap();
+    let sender_log = RedisDeliveryLog::new(
+        behind_link.clone(),
+        MemoryDeliveryLog::new(64 * 1024 * 1024),
+    );
+    let other_log = RedisDeliveryLog::new(
+        RedisState::connect(&shared).unwrap(),
+        MemoryDeliveryLog::new(64 * 1024 * 1024),
+    );
+
+    // The send is made while its replica cannot reach Redis: only its memory has it.
+    link.set_cut(true);
+    let id = sent(&sender_log, "alice@corp.example", Some([7; 32])).await;
+    assert!(behind_link.is_degraded());
+    link.set_cut(false);
+    let back = tokio::time::timeout(Duration::from_secs(10), async {
+        while behind_link.is_degraded() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the probe saw Redis back");
+
+    let recorded = sender_log
+        .record(parse(&bounce_of(&id, &["alice@corp.example"], "smtp; 550")).unwrap())
+        .await;
+
+    assert!(
+        matches!(recorded, Recorded::Known { .. }),
+        "recorded where every replica reads it: {recorded:?}"
+    );
+    assert!(
+        suppressed(&other_log, "alice@corp.example").await,
+        "the other replica refuses the recipient"
+    );
+    let record = other_log
+        .message(&id, Reader::Token(&[7; 32]))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Bounced, "{record:?}");
+}

@@ -193,6 +193,63 @@ impl RedisDeliveryLog {
         })
     }
 
+    /// Write a send's record where every replica reads it.
+    async fn store_send(
+        &self,
+        record: &MessageRecord,
+        recipient: &str,
+        sender: Option<[u8; 32]>,
+    ) -> Result<(), StateError> {
+        let key = self.message_key(&record.message_id);
+        let send = StoredSend::new(
+            record,
+            self.recipient_digest(recipient),
+            sender.map(|token| self.digest("sender", &token)),
+        );
+        let value = serde_json::to_string(&send).unwrap_or_default();
+        let retention = feedback::RETENTION.as_secs();
+        let (key, value) = (&key, &value);
+        self.state
+            .call("deliveries_sent", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(retention)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    /// Feedback for a send Redis does not know. When it was made here while Redis
+    /// was unreachable (only this replica's memory has it), its record goes to Redis
+    /// first and the feedback after it, so that every replica learns of it; should
+    /// that fail, the queue message stays for another try. A send nobody here knows
+    /// is the memory log's to judge.
+    async fn share_kept_send(&self, notification: Notification) -> Recorded {
+        let kept = notification.recipients.iter().find_map(|address| {
+            self.fallback
+                .kept_send(&notification.message_id, address)
+                .map(|kept| (address, kept))
+        });
+        let Some((address, (record, sender))) = kept else {
+            return self.fallback.record(notification).await;
+        };
+        let shared = match self.store_send(&record, address, sender).await {
+            Ok(()) => self.record_shared(&notification).await,
+            Err(error) => Err(error),
+        };
+        self.fallback.record(notification).await;
+        match shared {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::warn!(%error, "SES feedback for a send made while Redis was unreachable could not be recorded in Redis; left on the queue");
+                Recorded::NotRecorded
+            }
+        }
+    }
+
     async fn message_shared(
         &self,
         id: &str,
@@ -243,27 +300,7 @@ impl DeliveryLog for RedisDeliveryLog {
     ) -> BoxFuture<'_, ()> {
         let recipient = recipient.clone();
         Box::pin(async move {
-            let key = self.message_key(&record.message_id);
-            let send = StoredSend::new(
-                &record,
-                self.recipient_digest(recipient.as_str()),
-                sender.map(|token| self.digest("sender", &token)),
-            );
-            let value = serde_json::to_string(&send).unwrap_or_default();
-            let retention = feedback::RETENTION.as_secs();
-            let (key, value) = (&key, &value);
-            let stored = self
-                .state
-                .call("deliveries_sent", |mut c| async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("EX")
-                        .arg(retention)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await;
+            let stored = self.store_send(&record, recipient.as_str(), sender).await;
             // The reputation gauges are this replica's; the record is everybody's.
             self.fallback.sent(record, &recipient, sender).await;
             if let Err(error) = stored {
@@ -275,8 +312,7 @@ impl DeliveryLog for RedisDeliveryLog {
     fn record(&self, notification: Notification) -> BoxFuture<'_, Recorded> {
         Box::pin(async move {
             match self.record_shared(&notification).await {
-                // Sent while Redis was unreachable: only this replica knows the send.
-                Ok(Recorded::UnknownMessage) => self.fallback.record(notification).await,
+                Ok(Recorded::UnknownMessage) => self.share_kept_send(notification).await,
                 Ok(recorded) => recorded,
                 Err(error) => {
                     // This replica refuses the recipient meanwhile; the queue message
