@@ -50,6 +50,8 @@ pub struct RedisState {
     timeout: Duration,
     required: bool,
     degraded: AtomicBool,
+    /// The same, for tasks that wait for Redis to come back.
+    health: tokio::sync::watch::Sender<bool>,
 }
 
 impl RedisState {
@@ -74,6 +76,7 @@ impl RedisState {
             timeout: settings.timeout,
             required: settings.required,
             degraded: AtomicBool::new(false),
+            health: tokio::sync::watch::Sender::new(false),
         });
         metrics::gauge!(names::STATE_DEGRADED).set(0.0);
         tokio::spawn(probe(Arc::downgrade(&state)));
@@ -102,18 +105,27 @@ impl RedisState {
     /// HMAC under the deployment's secret, so a dump cannot be reversed by trying
     /// every IPv4 address or a dictionary of mailboxes.
     pub fn digest_key(&self, parts: &[&str], value: &[u8]) -> String {
+        let mut key = self.key(parts);
+        key.push(':');
+        key.push_str(&self.digest(parts, value));
+        key
+    }
+
+    /// The keyed digest of `value` under `parts` alone, in hex: 128 bits of the MAC
+    /// (as HMAC-SHA256-128), as unguessable in half the bytes.
+    pub fn digest(&self, parts: &[&str], value: &[u8]) -> String {
         let mut mac = self.mac.clone();
         for part in parts {
             mac.update(part.as_bytes());
             mac.update(b":");
         }
         mac.update(value);
-        let mut key = self.key(parts);
-        key.push(':');
-        // 128 bits of the MAC (as HMAC-SHA256-128): as unguessable, half the bytes
-        // in every key.
-        key.push_str(&hex::encode(&mac.finalize().into_bytes()[..16]));
-        key
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Whether the link is degraded, now and as it changes.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.health.subscribe()
     }
 
     /// Run one Redis call within the time bound; failures mark the link degraded.
@@ -150,6 +162,7 @@ impl RedisState {
         if self.degraded.swap(degraded, Ordering::SeqCst) == degraded {
             return;
         }
+        self.health.send_replace(degraded);
         metrics::gauge!(names::STATE_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
         match (degraded, self.required) {
             (true, false) => tracing::error!(

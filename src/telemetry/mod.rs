@@ -63,6 +63,7 @@ pub mod names {
     /// Failed or timed-out Redis calls, by `operation`.
     pub const STATE_ERRORS: &str = "ses_connector_state_errors_total";
     pub const STATE_RETRIES: &str = "ses_connector_state_retries_total";
+    pub const DELIVERY_BACKLOG_DROPPED: &str = "ses_connector_delivery_backlog_dropped_total";
     /// Time sends waited for their turn under the SES send rate, seconds.
     pub const PACING_WAIT: &str = "ses_connector_pacing_wait_seconds";
     /// The SES account's maximum send rate, per second (from GetAccount).
@@ -144,6 +145,10 @@ fn describe() {
         "1 while Redis is unreachable and state falls back to this replica"
     );
     metrics::describe_counter!(STATE_ERRORS, "Failed or timed-out Redis calls");
+    metrics::describe_counter!(
+        DELIVERY_BACKLOG_DROPPED,
+        "Sends made while Redis was unreachable whose record was not written there (backlog full)"
+    );
     metrics::describe_counter!(
         STATE_RETRIES,
         "Redis calls tried again on a fresh connection after the first broke"

@@ -1361,3 +1361,45 @@ async fn a_bounce_of_a_send_made_while_redis_was_unreachable_reaches_every_repli
         .unwrap();
     assert_eq!(record.status, Status::Bounced, "{record:?}");
 }
+
+#[tokio::test]
+async fn a_send_made_while_redis_was_unreachable_is_shared_once_it_is_back() {
+    let shared = redis_settings();
+    let link = RedisLink::open().await;
+    let sender_log = RedisDeliveryLog::new(
+        RedisState::connect(&RedisSettings {
+            url: link.url.clone().into(),
+            ..shared.clone()
+        })
+        .unwrap(),
+        MemoryDeliveryLog::new(64 * 1024 * 1024),
+    );
+    let other_log = RedisDeliveryLog::new(
+        RedisState::connect(&shared).unwrap(),
+        MemoryDeliveryLog::new(64 * 1024 * 1024),
+    );
+    link.set_cut(true);
+    let id = sent(&sender_log, "bob@corp.example", Some([9; 32])).await;
+    assert!(other_log.message(&id, Reader::Admin).await.is_none());
+
+    link.set_cut(false);
+    let shared_at_last = tokio::time::timeout(Duration::from_secs(10), async {
+        while other_log.message(&id, Reader::Admin).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        shared_at_last.is_ok(),
+        "the send reached Redis once it was back"
+    );
+
+    // The bounce read by the other replica is recorded for everybody.
+    let recorded = other_log
+        .record(parse(&bounce_of(&id, &["bob@corp.example"], "smtp; 550")).unwrap())
+        .await;
+    assert!(matches!(recorded, Recorded::Known { .. }), "{recorded:?}");
+    assert!(suppressed(&sender_log, "bob@corp.example").await);
+    let record = other_log.message(&id, Reader::Token(&[9; 32])).await;
+    assert!(record.is_some(), "its sender still reads it");
+}

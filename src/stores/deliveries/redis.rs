@@ -12,6 +12,7 @@ use crate::feedback::{
     Recorded, Status, Suppression, SuppressionChange,
 };
 use crate::stores::redis_link::{RedisState, StateError};
+use crate::telemetry::names;
 use crate::transport::BoxFuture;
 
 /// How long a suppression is kept in Redis (every key has a TTL).
@@ -69,15 +70,118 @@ impl StoredSend {
 /// Sends and their feedback in Redis, shared by replicas: `message:<id>` (the send),
 /// `events:<id>` (a list of the latest events; duplicates dropped when read) and
 /// `suppressed:<digest of the mailbox's suppression key>`. When Redis cannot be
-/// reached, this replica's memory log.
+/// reached, this replica's memory log; sends made meanwhile are written to Redis
+/// once it is back.
 pub struct RedisDeliveryLog {
     state: Arc<RedisState>,
     fallback: MemoryDeliveryLog,
+    backlog: Arc<Backlog>,
+}
+
+/// Sends made while Redis could not take their record, to write there once it is
+/// back (so that feedback read by any replica finds them); the oldest are dropped
+/// past [`MAX_BACKLOG`].
+#[derive(Default)]
+struct Backlog(std::sync::Mutex<std::collections::VecDeque<Unshared>>);
+
+/// A send kept for [`Backlog`].
+struct Unshared {
+    record: MessageRecord,
+    recipient: String,
+    sender: Option<[u8; 32]>,
+}
+
+/// Sends a replica keeps to write to Redis once it is back (about 300 bytes each).
+const MAX_BACKLOG: usize = 10_000;
+
+impl Backlog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Unshared>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, send: Unshared) {
+        let mut sends = self.lock();
+        if sends.len() >= MAX_BACKLOG {
+            sends.pop_front();
+            metrics::counter!(names::DELIVERY_BACKLOG_DROPPED).increment(1);
+        }
+        sends.push_back(send);
+    }
+}
+
+/// Each time Redis is back, write the sends made while it was not; stops with the log.
+async fn share_backlog(state: std::sync::Weak<RedisState>, backlog: std::sync::Weak<Backlog>) {
+    let Some(mut health) = state.upgrade().map(|s| s.health()) else {
+        return;
+    };
+    loop {
+        if health.wait_for(|degraded| !*degraded).await.is_err() {
+            return;
+        }
+        let (Some(state), Some(backlog)) = (state.upgrade(), backlog.upgrade()) else {
+            return;
+        };
+        loop {
+            let Some(send) = backlog.lock().pop_front() else {
+                break;
+            };
+            if store_send(&state, &send.record, &send.recipient, send.sender)
+                .await
+                .is_err()
+            {
+                // Lost Redis again: keep it for the next time it is back.
+                backlog.lock().push_front(send);
+                break;
+            }
+        }
+        drop((state, backlog));
+        if health.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Write a send's record where every replica reads it.
+async fn store_send(
+    state: &RedisState,
+    record: &MessageRecord,
+    recipient: &str,
+    sender: Option<[u8; 32]>,
+) -> Result<(), StateError> {
+    let key = state.digest_key(&["message"], record.message_id.as_bytes());
+    let send = StoredSend::new(
+        record,
+        state.digest(&["recipient"], suppression_key(recipient).as_bytes()),
+        sender.map(|token| state.digest(&["sender"], &token)),
+    );
+    let value = serde_json::to_string(&send).unwrap_or_default();
+    let retention = feedback::RETENTION.as_secs();
+    let (key, value) = (&key, &value);
+    state
+        .call("deliveries_sent", |mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(retention)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
 }
 
 impl RedisDeliveryLog {
     pub fn new(state: Arc<RedisState>, fallback: MemoryDeliveryLog) -> Self {
-        Self { state, fallback }
+        let backlog = Arc::new(Backlog::default());
+        tokio::spawn(share_backlog(
+            Arc::downgrade(&state),
+            Arc::downgrade(&backlog),
+        ));
+        Self {
+            state,
+            fallback,
+            backlog,
+        }
     }
 
     fn message_key(&self, id: &str) -> String {
@@ -93,10 +197,8 @@ impl RedisDeliveryLog {
             .digest_key(&["suppressed"], suppression_key(address).as_bytes())
     }
 
-    /// The keyed digest of `value` alone, without the key's prefix.
     fn digest(&self, part: &str, value: &[u8]) -> String {
-        let key = self.state.digest_key(&[part], value);
-        key.rsplit(':').next().unwrap_or_default().to_owned()
+        self.state.digest(&[part], value)
     }
 
     fn recipient_digest(&self, address: &str) -> String {
@@ -193,35 +295,6 @@ impl RedisDeliveryLog {
         })
     }
 
-    /// Write a send's record where every replica reads it.
-    async fn store_send(
-        &self,
-        record: &MessageRecord,
-        recipient: &str,
-        sender: Option<[u8; 32]>,
-    ) -> Result<(), StateError> {
-        let key = self.message_key(&record.message_id);
-        let send = StoredSend::new(
-            record,
-            self.recipient_digest(recipient),
-            sender.map(|token| self.digest("sender", &token)),
-        );
-        let value = serde_json::to_string(&send).unwrap_or_default();
-        let retention = feedback::RETENTION.as_secs();
-        let (key, value) = (&key, &value);
-        self.state
-            .call("deliveries_sent", |mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(retention)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
-    }
-
     /// Feedback for a send Redis does not know. When it was made here while Redis
     /// was unreachable (only this replica's memory has it), its record goes to Redis
     /// first and the feedback after it, so that every replica learns of it; should
@@ -236,7 +309,7 @@ impl RedisDeliveryLog {
         let Some((address, (record, sender))) = kept else {
             return self.fallback.record(notification).await;
         };
-        let shared = match self.store_send(&record, address, sender).await {
+        let shared = match store_send(&self.state, &record, address, sender).await {
             Ok(()) => self.record_shared(&notification).await,
             Err(error) => Err(error),
         };
@@ -300,12 +373,20 @@ impl DeliveryLog for RedisDeliveryLog {
     ) -> BoxFuture<'_, ()> {
         let recipient = recipient.clone();
         Box::pin(async move {
-            let stored = self.store_send(&record, recipient.as_str(), sender).await;
+            let stored = store_send(&self.state, &record, recipient.as_str(), sender).await;
+            if stored.is_err() {
+                // Written to Redis once it is back; meanwhile this replica knows it.
+                self.backlog.push(Unshared {
+                    record: MessageRecord {
+                        events: Vec::new(),
+                        ..record.clone()
+                    },
+                    recipient: recipient.as_str().to_owned(),
+                    sender,
+                });
+            }
             // The reputation gauges are this replica's; the record is everybody's.
             self.fallback.sent(record, &recipient, sender).await;
-            if let Err(error) = stored {
-                tracing::debug!(%error, "a send was remembered in this replica only");
-            }
         })
     }
 
