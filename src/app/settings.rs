@@ -563,43 +563,18 @@ fn max_send_rate(rate: f64) -> Result<f64, SettingsError> {
 
 /// The Redis settings, when a URL is given (inline or in a file).
 fn redis_settings(args: &ServeArgs) -> Result<Option<RedisSettings>, SettingsError> {
-    use secrecy::ExposeSecret;
-    let inline = args
-        .redis_url
-        .as_ref()
-        .map(|u| u.expose_secret().trim().to_owned())
-        .filter(|u| !u.is_empty());
-    let from_file = match &args.redis_url_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| {
-                    SettingsError(format!(
-                        "cannot read SES_CONNECTOR_REDIS_URL_FILE {}: {e}",
-                        path.display()
-                    ))
-                })?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let url = match (inline, from_file) {
-        (Some(_), Some(_)) => {
+    let Some(url) = secret_setting(
+        "SES_CONNECTOR_REDIS_URL",
+        args.redis_url.as_ref(),
+        args.redis_url_file.as_deref(),
+    )?
+    else {
+        if args.redis_required {
             return Err(SettingsError(
-                "set either SES_CONNECTOR_REDIS_URL or SES_CONNECTOR_REDIS_URL_FILE, not both"
-                    .into(),
-            ))
+                "SES_CONNECTOR_REDIS_REQUIRED is true but no SES_CONNECTOR_REDIS_URL is set".into(),
+            ));
         }
-        (Some(url), None) | (None, Some(url)) => url,
-        (None, None) => {
-            if args.redis_required {
-                return Err(SettingsError(
-                    "SES_CONNECTOR_REDIS_REQUIRED is true but no SES_CONNECTOR_REDIS_URL is set"
-                        .into(),
-                ));
-            }
-            return Ok(None);
-        }
+        return Ok(None);
     };
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         // The URL may hold a password: say what is wrong without repeating it.
@@ -623,45 +598,51 @@ fn redis_settings(args: &ServeArgs) -> Result<Option<RedisSettings>, SettingsErr
     }))
 }
 
-/// Shortest state secret accepted: 32 characters (e.g. 16 random bytes in hex).
-pub const MIN_STATE_SECRET_LEN: usize = 32;
-
-/// The secret that keys Redis digests: inline or from a file, required with Redis.
-fn state_secret(args: &ServeArgs) -> Result<SecretString, SettingsError> {
+/// A value that may hold a secret, from `NAME` or the file `NAME_FILE` (not
+/// both), trimmed; empty counts as unset. Errors never repeat the value.
+fn secret_setting(
+    name: &str,
+    inline: Option<&SecretString>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, SettingsError> {
     use secrecy::ExposeSecret;
-    const HOW: &str = "set SES_CONNECTOR_STATE_SECRET (or SES_CONNECTOR_STATE_SECRET_FILE) to the same random value on every replica, e.g. the output of `openssl rand -hex 32`";
-    let inline = args
-        .state_secret
-        .as_ref()
-        .map(|s| s.expose_secret().trim().to_owned())
-        .filter(|s| !s.is_empty());
-    let from_file = match &args.state_secret_file {
+    let inline = inline
+        .map(|v| v.expose_secret().trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let from_file = match file {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .map_err(|e| {
-                    SettingsError(format!(
-                        "cannot read SES_CONNECTOR_STATE_SECRET_FILE {}: {e}",
-                        path.display()
-                    ))
+                    SettingsError(format!("cannot read {name}_FILE {}: {e}", path.display()))
                 })?
                 .trim()
                 .to_owned(),
         ),
         None => None,
     };
-    let secret = match (inline, from_file) {
-        (Some(_), Some(_)) => {
-            return Err(SettingsError(
-                "set either SES_CONNECTOR_STATE_SECRET or SES_CONNECTOR_STATE_SECRET_FILE, not both"
-                    .into(),
-            ))
-        }
-        (Some(secret), None) | (None, Some(secret)) => secret,
-        (None, None) => {
-            return Err(SettingsError(format!(
-                "SES_CONNECTOR_REDIS_URL is set but SES_CONNECTOR_STATE_SECRET is not: the digests of recipients and IPs kept in Redis are keyed with it; {HOW}"
-            )))
-        }
+    match (inline, from_file) {
+        (Some(_), Some(_)) => Err(SettingsError(format!(
+            "set either {name} or {name}_FILE, not both"
+        ))),
+        (value, None) | (None, value) => Ok(value),
+    }
+}
+
+/// Shortest state secret accepted: 32 characters (e.g. 16 random bytes in hex).
+pub const MIN_STATE_SECRET_LEN: usize = 32;
+
+/// The secret that keys Redis digests: inline or from a file, required with Redis.
+fn state_secret(args: &ServeArgs) -> Result<SecretString, SettingsError> {
+    const HOW: &str = "set SES_CONNECTOR_STATE_SECRET (or SES_CONNECTOR_STATE_SECRET_FILE) to the same random value on every replica, e.g. the output of `openssl rand -hex 32`";
+    let Some(secret) = secret_setting(
+        "SES_CONNECTOR_STATE_SECRET",
+        args.state_secret.as_ref(),
+        args.state_secret_file.as_deref(),
+    )?
+    else {
+        return Err(SettingsError(format!(
+            "SES_CONNECTOR_REDIS_URL is set but SES_CONNECTOR_STATE_SECRET is not: the digests of recipients and IPs kept in Redis are keyed with it; {HOW}"
+        )));
     };
     if secret.chars().count() < MIN_STATE_SECRET_LEN {
         return Err(SettingsError(format!(
